@@ -1,0 +1,193 @@
+"""The `mm` command line.
+
+    mm demo                                  synthetic data + the whole pipeline + a results table
+    mm data synth --out data/raw/shapes --images 4000 --seed 0
+    mm pipeline --preset demo --set pretrain.epochs=4
+    mm ingest | pretrain | extract | train | evaluate   one stage (same options)
+    mm caption IMAGE / mm ask IMAGE "QUESTION" / mm search "TEXT"   use the @champion model
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import flows  # noqa: F401  (sets the embedded defaults before Prefect is imported)
+from flows.env import mm_home
+from mmcore.catalog import Catalog
+from mmcore.config import load_config
+
+app = typer.Typer(help="Multimodal pipelines: ingest, pretrain, extract, train, evaluate, serve.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+DEMO_IMAGES = 4000
+Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
+Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name (overrides the preset)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config value: key.sub=value")]
+ModelUri = Annotated[str | None, typer.Option("--model", "-m", help="model URI (default models:/mmcore-<dataset>@champion)")]
+
+
+def _overrides(sets: list[str] | None) -> dict[str, Any] | None:
+    out = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out or None
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="output folder (canonical layout)")] = Path("data/raw/shapes"),
+    images: Annotated[int, typer.Option(help="number of images")] = DEMO_IMAGES,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same files")] = 0,
+    image_size: Annotated[int, typer.Option(help="image side in pixels")] = 64,
+) -> None:
+    """Generate the synthetic shapes dataset (images, English + Chinese captions, QA pairs)."""
+    from mmcore.data.synth import generate_shapes
+
+    s = generate_shapes(out, images, seed, image_size)
+    console.print(f"wrote {s.images} images, {s.captions} captions, {s.questions} questions to {s.root}")
+
+
+def _stage(name: str):
+    def run(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None) -> None:
+        from flows import evaluate, extract, ingest, pretrain, train
+
+        fn = {"ingest": ingest.ingest_flow, "pretrain": pretrain.pretrain_flow, "extract": extract.extract_flow,
+              "train": train.train_flow, "evaluate": evaluate.evaluate_flow}[name]
+        result = fn(preset=preset, dataset=dataset, overrides=_overrides(sets))
+        if isinstance(result, dict) and "metrics" in result:
+            _print_metrics(result["metrics"])
+        else:
+            console.print(result)
+
+    run.__doc__ = f"Run the {name} stage flow."
+    return run
+
+
+for _name in ("ingest", "pretrain", "extract", "train", "evaluate"):
+    app.command(_name)(_stage(_name))
+
+
+@app.command()
+def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None) -> None:
+    """Run the whole pipeline flow."""
+    from flows.pipeline import pipeline_flow
+
+    result = pipeline_flow(preset=preset, dataset=dataset, overrides=_overrides(sets))
+    _print_metrics(result["metrics"])
+
+
+@app.command()
+def demo(
+    preset: Preset = "demo",
+    images: Annotated[int, typer.Option(help="synthetic images to generate when the data is missing")] = DEMO_IMAGES,
+    sets: Sets = None,
+) -> None:
+    """Generate the demo data if missing, run the pipeline, print metrics and where to look."""
+    from flows.pipeline import pipeline_flow
+    from mmcore.data.records import ANNOTATIONS
+    from mmcore.data.synth import generate_shapes
+
+    cfg = load_config(preset, _overrides(sets))
+    raw = Catalog.from_config(cfg).raw
+    if not (raw / ANNOTATIONS).exists():
+        console.print(f"generating {images} synthetic images in {raw} ...")
+        generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size)
+    result = pipeline_flow(preset=preset, overrides=_overrides(sets))
+    _print_metrics(result["metrics"])
+    model = result.get("model", {})
+    console.print(f"\nregistered model {model.get('name')} version {model.get('version')} as @{model.get('alias')}")
+    console.print("\nTry it:")
+    console.print(f"  .venv/bin/mm caption {raw}/images/000000.png")
+    console.print(f'  .venv/bin/mm ask {raw}/images/000000.png "how many shapes are there?"')
+    console.print('  .venv/bin/mm search "a large red circle at the top left"')
+    console.print("\nLook at the runs:")
+    console.print(f"  MLflow:  .venv/bin/mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} "
+                  "--host 127.0.0.1 --port 5000   then open http://127.0.0.1:5000")
+    console.print(f"  Prefect: PREFECT_HOME={os.environ['PREFECT_HOME']} .venv/bin/prefect server start "
+                  "--host 127.0.0.1   then open http://127.0.0.1:4200")
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    from tasks.evaluation import metric_rows
+
+    table = Table(title="Test-split metrics")
+    for col in ("metric", "value", "baseline"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, value, base in metric_rows(metrics):
+        table.add_row(name, f"{value:.4f}", "" if base is None else f"{base:.4f}")
+    console.print(table)
+
+
+def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]]):
+    from tasks.registry import load_model
+
+    uri = model or f"models:/{load_config('demo', dataset=dataset).model_name}@champion"
+    import pandas as pd
+
+    try:
+        loaded = load_model(uri)
+    except Exception as exc:  # MLflow raises its own types for a missing model or alias
+        console.print(f"[red]could not load {uri}: {exc}[/red]\nRun `mm demo` or `mm pipeline` first.")
+        raise typer.Exit(1) from exc
+    return loaded.predict(pd.DataFrame(rows))
+
+
+def _image_b64(path: Path) -> str:
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file")
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+DatasetName = Annotated[str, typer.Option("--dataset", "-d", help="dataset whose champion to use")]
+
+
+@app.command()
+def caption(image: Path, model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Caption an image with the champion model."""
+    out = _predict(model, dataset, [{"task": "caption", "image": _image_b64(image)}])
+    console.print(out["answer"][0])
+
+
+@app.command()
+def ask(image: Path, question: str, model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Answer a question about an image with the champion model."""
+    out = _predict(model, dataset, [{"task": "ask", "image": _image_b64(image), "question": question}])
+    console.print(f"{out['answer'][0]}  (p={out['score'][0]:.2f})")
+
+
+@app.command()
+def search(text: str, k: Annotated[int, typer.Option("-k", help="results to show")] = 5,
+           model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Find the dataset images that best match a text."""
+    out = _predict(model, dataset, [{"task": "search", "text": text, "k": k}])
+    table = Table(title=f"images matching {text!r}")
+    for col in ("rank", "score", "sample", "image"):
+        table.add_column(col)
+    for rank, m in enumerate(json.loads(out["matches"][0]), 1):
+        table.add_row(str(rank), f"{m['score']:.3f}", m["sample_id"], m["image_path"])
+    console.print(table)
+
+
+@app.command()
+def home() -> None:
+    """Print where local state (MLflow store, Prefect home) lives."""
+    console.print(f"MM_HOME={mm_home()}\nMLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}\n"
+                  f"PREFECT_HOME={os.environ['PREFECT_HOME']}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,29 @@
+"""Pretrain flow: contrastive training of the image and text encoders.
+
+Run: `mm pretrain --preset demo` or `python -m flows.pretrain`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.common import require, resolve
+from mmcore.data.dataset import MANIFEST
+from tasks import tracking
+from tasks.pretraining import pretrain_encoder
+
+
+@flow(name="pretrain")
+def pretrain_flow(preset: str = "demo", dataset: str | None = None, overrides: dict[str, Any] | None = None,
+                  parent_run_id: str | None = None) -> str:
+    """Align the encoders in one embedding space; returns the encoder checkpoint path."""
+    cfg, cat = resolve(preset, dataset, overrides)
+    require(cat.processed / MANIFEST, "ingest")
+    with tracking.stage_run(cfg, "pretrain", parent_run_id) as run_id:
+        return pretrain_encoder(str(cat.processed), cfg, str(cat.pretrain), run_id)
+
+
+if __name__ == "__main__":
+    pretrain_flow()

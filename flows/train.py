@@ -1,0 +1,29 @@
+"""Train flow: task heads (VQA, captioning) on the frozen features.
+
+Run: `mm train --preset demo` or `python -m flows.train`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.common import require, resolve
+from mmcore.features import MANIFEST
+from tasks import tracking
+from tasks.training import train_heads
+
+
+@flow(name="train")
+def train_flow(preset: str = "demo", dataset: str | None = None, overrides: dict[str, Any] | None = None,
+               parent_run_id: str | None = None) -> str:
+    """Train the heads; returns the heads checkpoint path."""
+    cfg, cat = resolve(preset, dataset, overrides)
+    require(cat.features / MANIFEST, "extract")
+    with tracking.stage_run(cfg, "train", parent_run_id) as run_id:
+        return train_heads(str(cat.features), str(cat.processed), cfg, str(cat.heads), run_id)
+
+
+if __name__ == "__main__":
+    train_flow()

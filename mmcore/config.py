@@ -1,0 +1,171 @@
+"""Typed configuration for every stage, loaded from YAML presets.
+
+Two layers: pydantic models here fix the shape and defaults of each stage's settings; YAML presets
+(`mmcore/presets/<name>.yaml`, or any file path) choose values for a run. Unknown keys fail loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are an error, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(StrictModel):
+    image_size: int = Field(64, ge=16, description="images are resized to a square of this side")
+    shard_size: int = Field(1000, ge=1, description="accepted records per Parquet shard")
+    min_side: int = Field(16, ge=1, description="smaller source images are rejected")
+    max_side: int = Field(8192, ge=16, description="larger source images are rejected")
+    max_aspect: float = Field(4.0, ge=1.0, description="long side / short side above this is rejected")
+    max_text_chars: int = Field(1000, ge=1, description="captions and questions longer than this are rejected")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/val/test shares")
+    vocab_size: int = Field(4000, ge=64, description="tokenizer vocabulary size")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> IngestConfig:
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise ValueError(f"split shares must be >= 0 and sum to 1, got {self.split}")
+        return self
+
+
+class EncoderConfig(StrictModel):
+    image_arch: str = Field("resnet18", description="torchvision architecture or 'smallcnn'")
+    pretrained: bool = Field(False, description="load torchvision weights (needs them cached or a network)")
+    text_rnn: Literal["gru", "lstm"] = "gru"
+    bidirectional: bool = True
+    word_dim: int = Field(128, ge=8)
+    text_hidden: int = Field(256, ge=8)
+    embed_dim: int = Field(128, ge=8, description="shared image-text embedding size")
+    grid: int = Field(2, ge=1, description="image grid features are pooled to grid x grid cells")
+    max_text_len: int = Field(48, ge=4, description="tokens per caption/question, longer ones are cut")
+
+
+class PretrainConfig(StrictModel):
+    epochs: int = Field(8, ge=0)
+    batch_size: int = Field(128, ge=2, description="contrastive loss needs in-batch negatives")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learned)")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+
+
+class HeadsConfig(StrictModel):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    hidden: int = Field(256, ge=8)
+    caption_lang: str = Field("en", description="language of the captions the decoder learns")
+    max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
+    seed: int = 0
+    device: str = "auto"
+
+
+class EvalConfig(StrictModel):
+    ks: tuple[int, ...] = (1, 5, 10)
+
+
+class RegistryConfig(StrictModel):
+    model_name: str | None = Field(None, description="registered model name; default mmcore-<dataset>")
+    alias: str = "champion"
+
+
+class PipelineConfig(StrictModel):
+    dataset: str = Field("shapes", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data_root: str = Field("data", description="root of raw/, processed/, features/, models/")
+    ingest: IngestConfig = IngestConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    heads: HeadsConfig = HeadsConfig()
+    evaluate: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or f"mmcore-{self.dataset}"
+
+    def digest(self, *sections: str) -> str:
+        """Short content digest of the named sections (all when none): keys output locations."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {s: data[s] for s in sections}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view of the resolved config, for logging as run parameters."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("mmcore") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_preset(preset: str | Path) -> dict[str, Any]:
+    path = Path(preset)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+    else:
+        if str(preset) not in preset_names():
+            raise ValueError(f"unknown preset {preset!r}; choose one of {preset_names()} or a .yaml path")
+        text = (resources.files("mmcore") / "presets" / f"{preset}.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {preset} must be a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(
+    preset: str | Path = "demo", overrides: dict[str, Any] | None = None, **top: Any
+) -> PipelineConfig:
+    """Resolve a preset name or YAML path plus dotted overrides (`{"pretrain.epochs": 2}`).
+
+    Keyword arguments that are not None set top-level keys (e.g. `dataset="coco"`).
+    """
+    data = _read_preset(preset)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, str):
+            value = yaml.safe_load(value)  # "3" -> 3, "true" -> True, as typed on a command line
+        _set_dotted(data, key, value)
+    for key, value in top.items():
+        if value is not None:
+            data[key] = value
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"invalid config from {preset}: {exc}") from exc

@@ -1,0 +1,69 @@
+"""Evaluation of the dual encoder and the heads on a held-out split, each metric beside its baseline."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmcore.features import FeatureSet
+from mmcore.metrics import accuracy, accuracy_by_type, bleu, majority_answer, retrieval_metrics
+from mmcore.text.tokenizer import TextTokenizer
+from mmcore.training.heads import Heads, caption_pairs, predict_answers, qa_pairs
+
+
+def evaluate_retrieval(test: FeatureSet, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Per-caption retrieval over every caption of every test image (all languages)."""
+    owner = np.concatenate([np.full(len(t), i) for i, t in enumerate(test.text_embeddings)])
+    return retrieval_metrics(test.image_embedding, np.concatenate(test.text_embeddings), owner, ks)
+
+
+def evaluate_vqa(heads: Heads, train: FeatureSet, test: FeatureSet, device: torch.device) -> dict[str, float]:
+    index = {a: i for i, a in enumerate(heads.answers)}
+    pairs = qa_pairs(test, index)
+    if not pairs or heads.vqa is None:
+        return {}
+    pred_idx = predict_answers(heads.vqa, test, [p[0] for p in pairs], [p[1] for p in pairs], device)
+    pred = [heads.answers[i] for i in pred_idx.tolist()]
+    gold = [qa["answer"] for qas in test.qa for qa in qas]
+    types = [qa["type"] for qas in test.qa for qa in qas]
+    majority = majority_answer([qa["answer"] for qas in train.qa for qa in qas])
+    out = {"vqa_acc": accuracy(pred, gold), "vqa_acc_baseline": accuracy([majority] * len(gold), gold)}
+    out.update({f"vqa_acc_{_slug(t)}": v for t, v in accuracy_by_type(pred, gold, types).items()})
+    return out
+
+
+def generate_captions(heads: Heads, data: FeatureSet, tokenizer: TextTokenizer, device: torch.device,
+                      max_len: int = 32, batch_size: int = 256) -> list[str]:
+    out: list[str] = []
+    for s in range(0, len(data), batch_size):
+        idx = list(range(s, min(s + batch_size, len(data))))
+        grid = torch.from_numpy(data.grid[idx]).to(device)
+        pooled = torch.from_numpy(data.pooled[idx]).to(device)
+        ids = heads.captioner.generate(grid, pooled, tokenizer.bos_id, tokenizer.eos_id, max_len)
+        out.extend(tokenizer.decode(row) for row in ids.cpu().tolist())
+    return out
+
+
+def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokenizer: TextTokenizer,
+                      device: torch.device, max_len: int = 32) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """BLEU-4 of greedy captions; baseline: the most frequent training caption, predicted for every image."""
+    lang = heads.caption_lang
+    keep = sorted({i for i, _ in caption_pairs(test, lang)})
+    if not keep or heads.captioner is None:
+        return {}, []
+    refs = [[c["text"] for c in test.captions[i] if c["lang"] == lang] for i in keep]
+    hyps_all = generate_captions(heads, test, tokenizer, device, max_len)
+    hyps = [hyps_all[i] for i in keep]
+    common = Counter(c["text"] for caps in train.captions for c in caps if c["lang"] == lang).most_common(1)
+    baseline = common[0][0] if common else ""
+    metrics = {"caption_bleu4": bleu(hyps, refs, lang), "caption_bleu4_baseline": bleu([baseline] * len(refs), refs, lang)}
+    examples = [{"sample_id": test.sample_ids[i], "caption": h, "references": r}
+                for i, h, r in zip(keep[:10], hyps[:10], refs[:10], strict=False)]
+    return metrics, examples
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")

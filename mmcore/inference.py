@@ -1,0 +1,109 @@
+"""A self-contained model bundle (encoder, heads, tokenizer, image index) and the predictor over it."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from mmcore.data.ingest import to_rgb_square
+from mmcore.data.shards import fixed_list_to_numpy
+from mmcore.io import read_json, write_json
+from mmcore.text.tokenizer import TextTokenizer
+from mmcore.training.contrastive import load_encoder
+from mmcore.training.heads import load_heads
+from mmcore.training.loop import pad_batch
+
+BUNDLE_FILES = ("encoder.pt", "heads.pt", "tokenizer.json", "index.parquet", "bundle.json")
+
+
+def write_bundle(out_dir: str | Path, encoder: str | Path, heads: str | Path, tokenizer: str | Path,
+                 index: pa.Table, meta: dict[str, Any]) -> Path:
+    """Copies everything inference needs into one folder (the registered model's artifacts).
+
+    `index` has sample_id, image_path and image_embedding columns: the images `search` ranks.
+    `meta` must give image_size, max_text_len and max_caption_len.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for src, name in ((encoder, "encoder.pt"), (heads, "heads.pt"), (tokenizer, "tokenizer.json")):
+        shutil.copyfile(src, out / name)
+    pq.write_table(index, out / "index.parquet")
+    write_json(out / "bundle.json", meta)
+    return out
+
+
+@dataclass
+class Match:
+    sample_id: str
+    image_path: str
+    score: float
+
+
+class Predictor:
+    """Answers caption, VQA and text-to-image search requests from a bundle folder."""
+
+    def __init__(self, bundle_dir: str | Path, device: str = "cpu"):
+        bundle = Path(bundle_dir)
+        missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"model bundle {bundle} lacks {missing}")
+        self.device = torch.device(device)
+        self.meta = read_json(bundle / "bundle.json")
+        self.encoder = load_encoder(bundle / "encoder.pt", self.device)
+        self.heads = load_heads(bundle / "heads.pt", self.device)
+        self.tokenizer = TextTokenizer.from_file(bundle / "tokenizer.json")
+        index = pq.read_table(bundle / "index.parquet")
+        self.index_ids = index["sample_id"].to_pylist()
+        self.index_paths = index["image_path"].to_pylist()
+        width = index.schema.field("image_embedding").type.list_size
+        self.index_emb = torch.from_numpy(fixed_list_to_numpy(index["image_embedding"], width))
+
+    def _images(self, images: list[bytes]) -> torch.Tensor:
+        size = self.meta["image_size"]
+        arrays = []
+        for i, data in enumerate(images):
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    arrays.append(np.asarray(to_rgb_square(img, size)).transpose(2, 0, 1))
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise ValueError(f"image {i} could not be decoded: {exc}") from exc
+        return torch.from_numpy(np.stack(arrays)).to(self.device)
+
+    @torch.no_grad()
+    def caption(self, images: list[bytes]) -> list[str]:
+        if self.heads.captioner is None:
+            raise RuntimeError("this model has no caption head")
+        feats = self.encoder.encode_image(self._images(images))
+        ids = self.heads.captioner.generate(feats.grid, feats.pooled, self.tokenizer.bos_id, self.tokenizer.eos_id,
+                                            self.meta["max_caption_len"])
+        return [self.tokenizer.decode(row) for row in ids.cpu().tolist()]
+
+    @torch.no_grad()
+    def answer(self, images: list[bytes], questions: list[str]) -> list[tuple[str, float]]:
+        if self.heads.vqa is None:
+            raise RuntimeError("this model has no VQA head")
+        if len(images) != len(questions):
+            raise ValueError(f"need one question per image, got {len(images)} images and {len(questions)}")
+        feats = self.encoder.encode_image(self._images(images))
+        q = pad_batch(self.tokenizer.encode(questions, self.meta["max_text_len"])).to(self.device)
+        probs = self.heads.vqa(feats.grid, feats.pooled, q).softmax(-1).cpu()
+        best = probs.max(dim=-1)
+        return [(self.heads.answers[i], float(p)) for p, i in zip(best.values, best.indices.tolist(), strict=True)]
+
+    @torch.no_grad()
+    def search(self, texts: list[str], k: int = 5) -> list[list[Match]]:
+        ids = pad_batch(self.tokenizer.encode(texts, self.meta["max_text_len"])).to(self.device)
+        scores = self.encoder.encode_text(ids).cpu() @ self.index_emb.T  # (Q, N)
+        top = scores.topk(min(k, scores.shape[1]), dim=-1)
+        return [[Match(self.index_ids[j], self.index_paths[j], float(s)) for s, j in zip(vals.tolist(), idx.tolist(),
+                                                                                       strict=True)]
+                for vals, idx in zip(top.values, top.indices, strict=True)]

@@ -1,0 +1,27 @@
+"""Losses, each returning its named terms so trainers can log every part."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Symmetric InfoNCE over a batch of matching pairs: row i of each input belongs together."""
+    logits = scale * image_emb @ text_emb.t()  # (B, B)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    i2t = F.cross_entropy(logits, target)
+    t2i = F.cross_entropy(logits.t(), target)
+    return {"loss": (i2t + t2i) / 2, "i2t_loss": i2t, "t2i_loss": t2i}
+
+
+def sequence_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Token cross-entropy for teacher-forced decoders, ignoring padding. logits (B, T, V), target (B, T)."""
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=pad_id)
+    return {"loss": loss, "token_loss": loss}
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    loss = F.cross_entropy(logits, target)
+    acc = (logits.argmax(dim=-1) == target).float().mean()
+    return {"loss": loss, "accuracy": acc.detach()}

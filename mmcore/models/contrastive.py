@@ -1,0 +1,59 @@
+"""Image and text encoders aligned in one embedding space (a CLIP-style dual encoder)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmcore.config import EncoderConfig
+from mmcore.models.image_encoders import ImageEncoder, build_image_encoder
+from mmcore.models.text_encoders import RNNTextEncoder
+
+
+class ImageOutput(NamedTuple):
+    grid: torch.Tensor  # (B, C, g, g)
+    pooled: torch.Tensor  # (B, C)
+    embedding: torch.Tensor  # (B, D), unit length
+
+
+class ContrastiveOutput(NamedTuple):
+    image_embedding: torch.Tensor  # (B, D)
+    text_embedding: torch.Tensor  # (B, D)
+    logit_scale: torch.Tensor  # () exp of the learned log inverse temperature
+
+
+class DualEncoder(nn.Module):
+    """Projects an image encoder's and a text encoder's outputs into a shared unit sphere."""
+
+    def __init__(self, image_encoder: ImageEncoder, text_encoder: RNNTextEncoder, embed_dim: int,
+                 temperature: float = 0.07):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = nn.Linear(image_encoder.out_channels, embed_dim)
+        self.text_proj = nn.Linear(text_encoder.out_dim, embed_dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def encode_image(self, images: torch.Tensor) -> ImageOutput:
+        feats = self.image_encoder(images)
+        emb = F.normalize(self.image_proj(feats.pooled), dim=-1)
+        return ImageOutput(feats.grid, feats.pooled, emb)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_encoder(ids)), dim=-1)
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> ContrastiveOutput:
+        # Clamp as CLIP does: a scale above 100 makes the softmax unstable.
+        scale = self.log_scale.clamp(max=math.log(100.0)).exp()
+        return ContrastiveOutput(self.encode_image(images).embedding, self.encode_text(ids), scale)
+
+
+def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
+                       temperature: float = 0.07) -> DualEncoder:
+    image = build_image_encoder(cfg.image_arch, grid=cfg.grid, pretrained=cfg.pretrained)
+    text = RNNTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_rnn, cfg.bidirectional, pad_id)
+    return DualEncoder(image, text, cfg.embed_dim, temperature)

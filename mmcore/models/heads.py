@@ -1,0 +1,94 @@
+"""Task heads trained on frozen image features: a VQA answer classifier and a caption decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmcore.models.text_encoders import RNNTextEncoder
+
+
+class GridProjector(nn.Module):
+    """Maps frozen grid + pooled features to a set of cell vectors with learned position codes."""
+
+    def __init__(self, feat_dim: int, cells: int, hidden: int):
+        super().__init__()
+        self.cell = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, hidden))
+        self.position = nn.Parameter(torch.zeros(cells + 1, hidden))  # +1: the pooled "whole image" cell
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        cells = torch.cat([grid.flatten(2).transpose(1, 2), pooled.unsqueeze(1)], dim=1)  # (B, N+1, C)
+        return self.cell(cells) + self.position  # (B, N+1, H)
+
+
+class VQAHead(nn.Module):
+    """Encodes the question with an RNN, attends over image cells with it, classifies the answer."""
+
+    def __init__(self, vocab_size: int, feat_dim: int, cells: int, n_answers: int,
+                 word_dim: int = 128, hidden: int = 256, pad_id: int = 0, glimpses: int = 2):
+        super().__init__()
+        self.question = RNNTextEncoder(vocab_size, word_dim, hidden // 2, "gru", True, pad_id)  # out: hidden
+        self.image = GridProjector(feat_dim, cells, hidden)
+        self.attn = nn.Linear(hidden, hidden * glimpses)
+        self.glimpses = glimpses
+        self.classifier = nn.Sequential(
+            nn.Linear(hidden * (1 + 2 * glimpses), hidden * 2), nn.ReLU(), nn.Dropout(0.1),
+            nn.Linear(hidden * 2, n_answers),
+        )
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, question_ids: torch.Tensor) -> torch.Tensor:
+        q = self.question(question_ids)  # (B, H)
+        cells = self.image(grid, pooled)  # (B, N, H)
+        keys = self.attn(q).view(q.shape[0], self.glimpses, -1)  # (B, G, H)
+        weights = torch.softmax(keys @ cells.transpose(1, 2) / cells.shape[-1] ** 0.5, dim=-1)  # (B, G, N)
+        ctx = weights @ cells  # (B, G, H)
+        fused = torch.cat([q, ctx.flatten(1), (ctx * q.unsqueeze(1)).flatten(1)], dim=-1)
+        return self.classifier(fused)  # (B, A)
+
+
+class CaptionDecoder(nn.Module):
+    """GRU language model conditioned on the image: the initial state and every step see it."""
+
+    def __init__(self, vocab_size: int, feat_dim: int, cells: int, word_dim: int = 128,
+                 hidden: int = 256, pad_id: int = 0):
+        super().__init__()
+        self.image = nn.Sequential(
+            nn.LayerNorm(feat_dim * (cells + 1)), nn.Linear(feat_dim * (cells + 1), hidden), nn.Tanh()
+        )
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=pad_id)
+        self.rnn = nn.GRU(word_dim + hidden, hidden, batch_first=True)
+        self.out = nn.Linear(hidden * 2, vocab_size)
+
+    def _image_vector(self, grid: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        return self.image(torch.cat([grid.flatten(1), pooled], dim=-1))  # (B, H)
+
+    def _step(self, ids: torch.Tensor, img: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([self.embed(ids), img.unsqueeze(1).expand(-1, ids.shape[1], -1)], dim=-1)
+        out, h = self.rnn(x, h)  # (B, T, H)
+        logits = self.out(torch.cat([out, img.unsqueeze(1).expand_as(out)], dim=-1))  # (B, T, V)
+        return logits, h
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, ids_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits for predicting ids_in shifted by one. ids_in (B, T) -> (B, T, V)."""
+        img = self._image_vector(grid, pooled)
+        logits, _ = self._step(ids_in, img, img.unsqueeze(0).contiguous())
+        return logits
+
+    @torch.no_grad()
+    def generate(self, grid: torch.Tensor, pooled: torch.Tensor, bos_id: int, eos_id: int,
+                 max_len: int = 32) -> torch.Tensor:
+        """Greedy decoding; returns (B, L) token ids, [EOS]-terminated rows padded with [EOS]."""
+        img = self._image_vector(grid, pooled)
+        h = img.unsqueeze(0).contiguous()
+        tok = torch.full((img.shape[0], 1), bos_id, dtype=torch.long, device=img.device)
+        done = torch.zeros(img.shape[0], dtype=torch.bool, device=img.device)
+        out = []
+        for _ in range(max_len):
+            logits, h = self._step(tok, img, h)
+            tok = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
+            tok = tok.masked_fill(done.unsqueeze(1), eos_id)
+            out.append(tok)
+            done |= tok.squeeze(1) == eos_id
+            if bool(done.all()):
+                break
+        return torch.cat(out, dim=1)

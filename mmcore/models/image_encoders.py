@@ -1,0 +1,84 @@
+"""CNN image encoders by name: torchvision architectures (or a small CNN) that return grid features."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+# ImageNet statistics: the usual normalisation, and the one pretrained torchvision weights expect.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+         "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "regnet_x_400mf", "smallcnn")
+
+
+class ImageFeatures(NamedTuple):
+    grid: torch.Tensor  # (B, C, g, g) spatial features pooled to a fixed grid
+    pooled: torch.Tensor  # (B, C) global average
+
+
+class ImageEncoder(nn.Module):
+    """Runs a convolutional body on uint8 images and pools its feature map to a fixed grid."""
+
+    def __init__(self, body: nn.Module, out_channels: int, grid: int = 2):
+        super().__init__()
+        self.body = body
+        self.out_channels = out_channels
+        self.grid = grid
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> ImageFeatures:
+        x = images.float().div(255.0)  # (B, 3, H, W) uint8 -> [0, 1]
+        x = (x - self.mean) / self.std
+        fmap = self.body(x)  # (B, C, h, w)
+        return ImageFeatures(grid=F.adaptive_avg_pool2d(fmap, self.grid), pooled=fmap.mean(dim=(2, 3)))
+
+
+def _small_cnn() -> tuple[nn.Module, int]:
+    def block(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+
+    return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), block(128, 256)), 256
+
+
+def _load_torchvision(name: str, pretrained: bool) -> nn.Module:
+    weights = "DEFAULT" if pretrained else None
+    try:
+        return torchvision.models.get_model(name, weights=weights)
+    except (OSError, RuntimeError, ValueError) as exc:  # no cache and no network, or a bad file
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not load pretrained torchvision weights for {name!r} ({exc}). Put them in the torch "
+            "hub cache ($TORCH_HOME/hub/checkpoints) or set encoder.pretrained: false"
+        ) from exc
+
+
+def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool = False) -> ImageEncoder:
+    """Builds an encoder by architecture name; `pretrained` loads torchvision's ImageNet weights.
+
+    Small inputs (64 px) keep the ImageNet stem: its 4x downsampling keeps training affordable on a
+    CPU, and the head-free body still leaves a 2x2 map for grid features.
+    """
+    if name not in ARCHS:
+        raise ValueError(f"unknown image architecture {name!r}; choose one of {list(ARCHS)}")
+    if name == "smallcnn":
+        if pretrained:
+            raise ValueError("smallcnn has no pretrained weights; set encoder.pretrained: false")
+        body, channels = _small_cnn()
+        return ImageEncoder(body, channels, grid)
+    model = _load_torchvision(name, pretrained)
+    if hasattr(model, "features"):  # mobilenet / efficientnet: `.features` is the convolutional body
+        body = model.features
+    else:  # resnet / regnet / shufflenet: everything before global pooling and the classifier
+        body = nn.Sequential(*(child for key, child in model.named_children() if key not in {"avgpool", "fc"}))
+    channels = [m for m in body.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    return ImageEncoder(body, channels, grid)

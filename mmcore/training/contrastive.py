@@ -1,0 +1,97 @@
+"""Contrastive pretraining of the dual encoder on image-caption pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmcore.config import EncoderConfig, PretrainConfig
+from mmcore.data.dataset import SampleSet
+from mmcore.io import atomic_path
+from mmcore.losses import contrastive_loss
+from mmcore.metrics import retrieval_metrics
+from mmcore.models.contrastive import DualEncoder, build_dual_encoder
+from mmcore.training.loop import EpochCallback, FitConfig, FitResult, epoch_order, fit, pad_batch, seed_everything
+
+ENCODER_FILE = "encoder.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Each image once per epoch, paired with one of its captions drawn at random."""
+    order = epoch_order(len(data), seed, epoch)
+    gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+    for start in range(0, len(order) - 1, batch_size):
+        idx = order[start : start + batch_size].tolist()
+        if len(idx) < 2:  # a one-pair batch has no negatives
+            continue
+        picks = [data.caption_ids[i][int(torch.randint(len(data.caption_ids[i]), (1,), generator=gen))] for i in idx]
+        yield torch.from_numpy(data.images[idx]).to(device), pad_batch(picks).to(device)
+
+
+@torch.no_grad()
+def embed_pairs(model: DualEncoder, images: np.ndarray, caption_ids: list[list[list[int]]],
+                device: torch.device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeds every image and every caption: (N, D) images, (M, D) texts, (M,) image index per text."""
+    model.eval()
+    img = [model.encode_image(torch.from_numpy(images[i : i + batch_size]).to(device)).embedding.cpu()
+           for i in range(0, len(images), batch_size)]
+    flat = [(i, ids) for i, caps in enumerate(caption_ids) for ids in caps]
+    txt = [model.encode_text(pad_batch([ids for _, ids in flat[i : i + batch_size]]).to(device)).cpu()
+           for i in range(0, len(flat), batch_size)]
+    return torch.cat(img).numpy(), torch.cat(txt).numpy(), np.array([i for i, _ in flat])
+
+
+def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
+             out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
+             resume_key: str = "") -> tuple[DualEncoder, FitResult]:
+    """Trains the dual encoder; checkpoints each epoch in out_dir and writes encoder.pt at the end.
+
+    A checkpoint left in out_dir by a run with the same `resume_key` is continued, not redone.
+    """
+    if len(train) < 2:
+        raise ValueError(f"contrastive pretraining needs at least 2 training samples, got {len(train)}")
+    seed_everything(cfg.seed)
+    out_dir = Path(out_dir)
+    model = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature).to(device)
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = model(*batch)
+        terms = contrastive_loss(out.image_embedding, out.text_embedding, out.logit_scale)
+        terms["temperature"] = (1.0 / out.logit_scale).detach()
+        return terms
+
+    def validate() -> dict[str, float]:
+        if len(val) == 0:
+            return {}
+        img, txt, owner = embed_pairs(model, val.images, val.caption_ids, device)
+        m = retrieval_metrics(img, txt, owner, ks=(1, 5))
+        return {"val_t2i_r1": m["t2i_r1"], "val_i2t_r1": m["i2t_r1"], "val_t2i_r5": m["t2i_r5"]}
+
+    steps = max(1, (len(train) + cfg.batch_size - 1) // cfg.batch_size)
+    fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, steps_per_epoch=steps)
+    result = fit(model, fit_cfg, lambda e: _pair_batches(train, cfg.batch_size, cfg.seed, e, device), step,
+                 validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key)
+    save_encoder(model, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
+    return model, result
+
+
+def save_encoder(model: DualEncoder, enc_cfg: EncoderConfig, vocab_size: int, path: str | Path) -> Path:
+    state = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
+             "config": enc_cfg.model_dump(mode="json"), "vocab_size": vocab_size}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> DualEncoder:
+    """Rebuilds the dual encoder from encoder.pt (plain tensors and dicts: loads with weights_only)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = EncoderConfig.model_validate({**state["config"], "pretrained": False})  # weights come from the file
+    model = build_dual_encoder(cfg, state["vocab_size"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

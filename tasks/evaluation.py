@@ -1,0 +1,55 @@
+"""Evaluation task: test-split metrics beside their baselines, logged to MLflow and reported in Prefect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from mmcore.config import PipelineConfig
+from mmcore.data.dataset import load_tokenizer
+from mmcore.evaluation import evaluate_captions, evaluate_retrieval, evaluate_vqa
+from mmcore.features import load_features
+from mmcore.training.heads import load_heads
+from mmcore.training.loop import select_device
+from tasks import tracking
+
+HEADLINE = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "vqa_acc", "caption_bleu4")
+
+
+@task
+def evaluate_model(features_dir: str, processed_dir: str, heads_path: str, cfg: PipelineConfig,
+                   run_id: str) -> dict[str, Any]:
+    """Evaluate retrieval, VQA and captioning on the test split; returns metrics and example captions."""
+    device = select_device(cfg.heads.device)
+    train = load_features(features_dir, processed_dir, ("train",))
+    test = load_features(features_dir, processed_dir, ("test",))
+    if len(test) == 0:
+        raise ValueError(f"the test split of {processed_dir} is empty: nothing to evaluate on")
+    heads = load_heads(heads_path, device)
+    tokenizer = load_tokenizer(processed_dir)
+    metrics = evaluate_retrieval(test, cfg.evaluate.ks)
+    metrics.update(evaluate_vqa(heads, train, test, device))
+    caption_metrics, examples = evaluate_captions(heads, train, test, tokenizer, device, cfg.heads.max_caption_len)
+    metrics.update(caption_metrics)
+    metrics["test_images"] = len(test)
+    tracking.log_metrics(run_id, metrics)
+    tracking.log_dict(run_id, examples, "caption_examples.json")
+    create_markdown_artifact(key=f"{cfg.dataset.lower().replace('_', '-').replace('.', '-')}-evaluation",
+                             markdown=report_markdown(metrics, examples), description="test-split evaluation")
+    return {"metrics": metrics, "examples": examples}
+
+
+def metric_rows(metrics: dict[str, float]) -> list[tuple[str, float, float | None]]:
+    """(name, value, baseline) for the headline metrics present."""
+    return [(k, metrics[k], metrics.get(f"{k}_baseline")) for k in HEADLINE if k in metrics]
+
+
+def report_markdown(metrics: dict[str, float], examples: list[dict[str, Any]]) -> str:
+    lines = ["# Evaluation (test split)", "", "| metric | value | baseline |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.4f} | {'' if b is None else f'{b:.4f}'} |" for k, v, b in metric_rows(metrics)]
+    if examples:
+        lines += ["", "## Example captions", "", "| sample | generated | reference |", "|---|---|---|"]
+        lines += [f"| {e['sample_id']} | {e['caption']} | {e['references'][0]} |" for e in examples[:5]]
+    return "\n".join(lines) + "\n"

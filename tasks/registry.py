@@ -1,0 +1,115 @@
+"""Registration: package encoder + heads + tokenizer as an MLflow pyfunc model and promote it.
+
+The pyfunc takes a DataFrame with a `task` column (caption | ask | search) and returns one row per
+request, so the same model answers `mm caption/ask/search` and `mlflow models serve` requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
+from prefect import task
+
+from mmcore.config import PipelineConfig
+from mmcore.data.dataset import TOKENIZER
+from mmcore.features import image_index
+from mmcore.inference import Predictor, write_bundle
+from tasks import tracking
+
+TASKS = ("caption", "ask", "search")
+SIGNATURE = ModelSignature(
+    inputs=Schema([
+        ColSpec("string", "task"),
+        ColSpec("string", "image", required=False),  # base64 of the image file's bytes
+        ColSpec("string", "question", required=False),
+        ColSpec("string", "text", required=False),
+        ColSpec("long", "k", required=False),
+    ]),
+    outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "score"), ColSpec("string", "matches")]),
+)
+
+
+class MultimodalModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper over `mmcore.inference.Predictor`."""
+
+    def load_context(self, context: Any) -> None:
+        self.predictor = Predictor(context.artifacts["bundle"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return answer_requests(self.predictor, model_input)
+
+
+def answer_requests(predictor: Predictor, requests: pd.DataFrame) -> pd.DataFrame:
+    """One output row per request row, in order; requests of the same task are batched."""
+    if "task" not in requests:
+        raise ValueError(f"requests need a 'task' column with one of {TASKS}")
+    bad = sorted(set(requests["task"]) - set(TASKS))
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; choose from {TASKS}")
+    out: list[dict[str, Any]] = [{}] * len(requests)
+    rows = requests.reset_index(drop=True)
+
+    def column(name: str, idx: list[int]) -> list[Any]:
+        if name not in rows or rows.loc[idx, name].isna().any():
+            raise ValueError(f"{rows.loc[idx[0], 'task']} requests need a '{name}' value in every row")
+        return rows.loc[idx, name].tolist()
+
+    for name in TASKS:
+        idx = rows.index[rows["task"] == name].tolist()
+        if not idx:
+            continue
+        if name == "caption":
+            texts = predictor.caption([base64.b64decode(s) for s in column("image", idx)])
+            results = [{"answer": t, "score": float("nan"), "matches": "[]"} for t in texts]
+        elif name == "ask":
+            answers = predictor.answer([base64.b64decode(s) for s in column("image", idx)], column("question", idx))
+            results = [{"answer": a, "score": p, "matches": "[]"} for a, p in answers]
+        else:
+            k = int(rows.loc[idx, "k"].dropna().max()) if "k" in rows and rows.loc[idx, "k"].notna().any() else 5
+            found = predictor.search(column("text", idx), k)
+            results = [{"answer": m[0].image_path if m else "", "score": m[0].score if m else float("nan"),
+                        "matches": json.dumps([vars(x) for x in m])} for m in found]
+        for i, r in zip(idx, results, strict=True):
+            out[i] = r
+    return pd.DataFrame(out, columns=["answer", "score", "matches"])
+
+
+def _requirements() -> list[str]:
+    names = ("torch", "torchvision", "pyarrow", "pandas", "pillow", "tokenizers", "numpy", "pydantic", "mlflow")
+    return [f"{n}=={metadata.version(n)}" for n in names]
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, processed_dir: str,
+                   features_dir: str, raw_root: str, metrics: dict[str, float], run_id: str) -> dict[str, Any]:
+    """Log the pyfunc model in the run, register a new version and point the champion alias at it."""
+    meta = {"dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
+            "max_caption_len": cfg.heads.max_caption_len, "raw_root": str(Path(raw_root).resolve()),
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = write_bundle(Path(tmp) / "bundle", encoder_path, heads_path, Path(processed_dir) / TOKENIZER,
+                              image_index(features_dir, processed_dir), meta)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=MultimodalModel(), artifacts={"bundle": str(bundle)},
+                signature=SIGNATURE, pip_requirements=_requirements(),
+                registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
+            )
+    version = str(info.registered_model_version)
+    client = tracking.client()
+    client.set_registered_model_alias(cfg.model_name, cfg.registry.alias, version)
+    tracking.log_tags(run_id, {"registered_model": cfg.model_name, "model_version": version})
+    return {"name": cfg.model_name, "version": version, "alias": cfg.registry.alias, "model_uri": info.model_uri}
+
+
+def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    return mlflow.pyfunc.load_model(model_uri)

@@ -1,0 +1,122 @@
+"""MLflow bookkeeping for the flows: experiments, parent/child runs, params, metrics, artifacts.
+
+Everything goes through `MlflowClient` with explicit run ids rather than MLflow's thread-local
+"active run", because Prefect may run tasks in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from mmcore.config import PipelineConfig
+
+_MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def client() -> MlflowClient:
+    return MlflowClient()
+
+
+def experiment_id(name: str) -> str:
+    """The id of experiment `name`, created on first use (artifacts under MM_ARTIFACT_ROOT when local)."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    root = os.environ.get("MM_ARTIFACT_ROOT")
+    if root and not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks")):
+        location = f"{root.rstrip('/')}/{name}"
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+        return c.get_experiment_by_name(name).experiment_id
+
+
+def git_tags() -> dict[str, str]:
+    """Commit and dirty flag of the code that runs, when it runs from a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def _prefect_tags() -> dict[str, str]:
+    from prefect.runtime import flow_run
+
+    return {"prefect.flow_run_id": str(flow_run.id)} if flow_run.id else {}
+
+
+def start_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None) -> str:
+    """Creates a run for a stage (or the whole pipeline) with the resolved config as params."""
+    tags = {MLFLOW_RUN_NAME: stage, "stage": stage, "dataset": cfg.dataset, **git_tags(), **_prefect_tags()}
+    if parent_run_id:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    c = client()
+    run = c.create_run(experiment_id(cfg.dataset), tags=tags, run_name=stage)
+    params = [Param(k, str(v)) for k, v in cfg.flat().items()]
+    for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
+        c.log_batch(run.info.run_id, params=params[i : i + 90])
+    c.log_dict(run.info.run_id, cfg.model_dump(mode="json"), "config.json")
+    return run.info.run_id
+
+
+def end_run(run_id: str, failed: bool = False) -> None:
+    client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+@contextmanager
+def stage_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None) -> Iterator[str]:
+    """A run that is marked FAILED if the block raises and FINISHED otherwise."""
+    run_id = start_run(cfg, stage, parent_run_id)
+    failed = True
+    try:
+        yield run_id
+        failed = False
+    finally:
+        end_run(run_id, failed)
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+    for i in range(0, len(items), _MAX_BATCH):
+        client().log_batch(run_id, metrics=items[i : i + _MAX_BATCH])
+
+
+def log_tags(run_id: str, tags: dict[str, Any]) -> None:
+    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def epoch_logger(run_id: str, prefix: str = "") -> Callable[[int, dict[str, float]], None]:
+    """A training-loop callback that logs each epoch's numbers as MLflow metrics with step=epoch."""
+
+    def log(epoch: int, metrics: dict[str, float]) -> None:
+        log_metrics(run_id, {f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
+
+    return log
+
+
+def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    client().log_artifact(run_id, str(path), artifact_path)
+
+
+def log_dict(run_id: str, data: Any, name: str) -> None:
+    client().log_dict(run_id, data, name)
