@@ -30,7 +30,7 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
 
-DEMO_IMAGES = 4000
+DEMO_IMAGES = 2000
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
 Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name (overrides the preset)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config value: key.sub=value")]

@@ -27,6 +27,7 @@ def configure() -> Path:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "MM_ARTIFACT_ROOT": (home / "artifacts").as_uri(),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars garble flow logs
         "GIT_PYTHON_REFRESH": "quiet",  # MLflow probes git; missing git is not an error here
     }
     for key, value in defaults.items():

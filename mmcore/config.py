@@ -42,6 +42,7 @@ class IngestConfig(StrictModel):
 class EncoderConfig(StrictModel):
     image_arch: str = Field("resnet18", description="torchvision architecture or 'smallcnn'")
     pretrained: bool = Field(False, description="load torchvision weights (needs them cached or a network)")
+    small_input: bool = Field(True, description="stride-1 first convolution for small (32-96 px) images")
     text_rnn: Literal["gru", "lstm"] = "gru"
     bidirectional: bool = True
     word_dim: int = Field(128, ge=8)

@@ -100,8 +100,9 @@ def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, proc
                               image_index(features_dir, processed_dir), meta)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=MultimodalModel(), artifacts={"bundle": str(bundle)},
-                signature=SIGNATURE, pip_requirements=_requirements(),
+                name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(),
+                input_example=pd.DataFrame([{"task": "search", "text": "a red circle", "k": 3}]),
                 registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
             )
     version = str(info.registered_model_version)

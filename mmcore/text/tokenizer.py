@@ -20,7 +20,8 @@ SPECIALS = [PAD, UNK, BOS, EOS]  # PAD is id 0: padded batches are zero-filled
 
 # A space between two CJK characters (or CJK punctuation) comes from tokenization, not from the text.
 _CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
-_CJK_SPACE = re.compile(rf"(?<={_CJK}) (?={_CJK})|(?<={_CJK}) (?=[,.!?:;])|(?<=[,.!?:;]) (?={_CJK})")
+# Also undone: the space the decoder puts before punctuation ("shapes :" -> "shapes:").
+_CJK_SPACE = re.compile(rf"(?<={_CJK}) (?={_CJK})| (?=[,.!?:;])|(?<=[,.!?:;]) (?={_CJK})")
 
 
 class TextTokenizer:

@@ -1,0 +1,165 @@
+"""End to end: the pipeline flow on a tiny synthetic dataset with bad records, under a real
+(temporary) Prefect API and a real MLflow SQLite store, then inference through the champion alias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BAD_RECORDS = [
+    ('{"id": "bad-missing", "image": "images/does-not-exist.png", "captions": {"en": ["a red circle"]}}',
+     "missing_file"),
+    ('{"id": "bad-empty", "image": "images/000001.png", "captions": {"en": [""]}}', "empty_text"),
+    ('{"id": "bad-decode", "image": "images/broken.png", "captions": {"en": ["a blue square"]}}', "undecodable"),
+    ("{not json", "malformed"),
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mmcore.data.synth import generate_shapes
+
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "raw" / "smoke"
+    generate_shapes(raw, 150, seed=1, image_size=32)
+    (raw / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    with open(raw / "annotations.jsonl", "a", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line, _ in BAD_RECORDS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def harness(mm_home):
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows  # noqa: F401  (embedded defaults, after MM_HOME points at the temporary folder)
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def first_run(harness, data_root):
+    from flows.pipeline import pipeline_flow
+
+    return pipeline_flow(preset="smoke", overrides={"data_root": str(data_root)})
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def test_ingest_wrote_shards_rejects_and_manifest(first_run, data_root):
+    from mmcore.catalog import Catalog
+    from mmcore.config import load_config
+    from mmcore.data.dataset import read_manifest
+    from mmcore.data.shards import read_tables
+
+    cat = Catalog.from_config(load_config("smoke", {"data_root": str(data_root)}))
+    manifest = read_manifest(cat.processed)
+    assert manifest["records_in"] == 154
+    assert manifest["accepted"] == 150 and manifest["rejected"] == 4
+    assert manifest["rejects_by_reason"] == {"empty_text": 1, "malformed": 1, "missing_file": 1, "undecodable": 1}
+    assert len(manifest["shards"]) == 4  # 154 lines / 40 per chunk
+    rejects = read_tables([cat.processed / s["rejects"] for s in manifest["shards"]]).to_pylist()
+    assert sorted(r["reason"] for r in rejects) == sorted(reason for _, reason in BAD_RECORDS)
+    assert all(r["message"] for r in rejects)
+    assert all((cat.processed / s[k]).is_file() for s in manifest["shards"] for k in ("samples", "tokens"))
+    features = json.loads((cat.features / "manifest.json").read_text())
+    assert features["rows"] == 150 and features["processed_digest"] == manifest["digest"]
+
+
+def test_mlflow_has_parent_and_stage_runs_with_metrics(first_run):
+    client = _client()
+    exp = client.get_experiment_by_name("smoke")
+    parent = client.get_run(first_run["run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["stage"] for r in children) == ["evaluate", "extract", "ingest", "pretrain", "train"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    evaluate = next(r for r in children if r.data.tags["stage"] == "evaluate")
+    names = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "vqa_acc", "caption_bleu4"]
+    for name in names:
+        assert name in evaluate.data.metrics and f"{name}_baseline" in evaluate.data.metrics
+        assert name in parent.data.metrics
+    assert evaluate.data.metrics["t2i_r1_baseline"] == pytest.approx(1 / evaluate.data.metrics["test_images"])
+    pretrain = next(r for r in children if r.data.tags["stage"] == "pretrain")
+    assert pretrain.data.params["pretrain.epochs"] == "2"  # the resolved config is logged as params
+    history = client.get_metric_history(pretrain.info.run_id, "train_loss")
+    assert [m.step for m in history] == [0, 1]  # per-epoch metrics
+    ingest = next(r for r in children if r.data.tags["stage"] == "ingest")
+    assert ingest.data.metrics["rejected"] == 4 and ingest.data.tags["dataset_digest"]
+    artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id, "checkpoints")}
+    assert "checkpoints/encoder.pt" in artifacts
+
+
+def test_champion_alias_points_at_the_registered_model(first_run):
+    version = _client().get_model_version_by_alias("mmcore-smoke", "champion")
+    assert version.version == first_run["model"]["version"]
+
+
+def test_champion_answers_caption_ask_and_search(first_run, data_root):
+    import base64
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model("models:/mmcore-smoke@champion")
+    image = base64.b64encode((data_root / "raw/smoke/images/000000.png").read_bytes()).decode()
+    out = model.predict(pd.DataFrame([
+        {"task": "caption", "image": image},
+        {"task": "ask", "image": image, "question": "how many shapes are there?"},
+        {"task": "search", "text": "a small red circle", "k": 3},
+    ]))
+    assert len(out) == 3
+    assert isinstance(out["answer"][0], str)
+    assert 0.0 < out["score"][1] <= 1.0
+    matches = json.loads(out["matches"][2])
+    assert len(matches) == 3 and (data_root / "raw/smoke" / matches[0]["image_path"]).is_file()
+    with pytest.raises(Exception, match="unknown task"):
+        model.predict(pd.DataFrame([{"task": "translate", "text": "x"}]))
+
+
+def test_cli_uses_the_champion(first_run, data_root):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    image = str(data_root / "raw/smoke/images/000000.png")
+    res = runner.invoke(app, ["ask", image, "how many shapes are there?", "--dataset", "smoke"])
+    assert res.exit_code == 0, res.output
+    assert "p=" in res.output
+    res = runner.invoke(app, ["search", "a large blue square", "-k", "2", "--dataset", "smoke"])
+    assert res.exit_code == 0 and res.output.count("images/") == 2, res.output
+    res = runner.invoke(app, ["caption", image, "--dataset", "nothing-registered"])
+    assert res.exit_code == 1 and "mm demo" in res.output
+
+
+def test_rerun_resumes_instead_of_redoing(first_run, data_root):
+    from flows.pipeline import pipeline_flow
+
+    second = pipeline_flow(preset="smoke", overrides={"data_root": str(data_root)})
+    client = _client()
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second['run_id']}'")
+    pretrain = next(r for r in runs if r.data.tags["stage"] == "pretrain")
+    extract = next(r for r in runs if r.data.tags["stage"] == "extract")
+    assert pretrain.data.metrics["resumed_from_epoch"] == 2  # the finished checkpoint was reused
+    assert extract.data.metrics["feature_shards_reused"] == 4
+    assert second["metrics"]["t2i_r1"] == pytest.approx(first_run["metrics"]["t2i_r1"])
+    assert client.get_model_version_by_alias("mmcore-smoke", "champion").version == second["model"]["version"]
+    assert int(second["model"]["version"]) == int(first_run["model"]["version"]) + 1
+
+
+def test_stage_without_its_input_says_which_stage_to_run(harness, tmp_path):
+    from flows.train import train_flow
+
+    with pytest.raises(FileNotFoundError, match="run the extract stage first"):
+        train_flow(preset="smoke", overrides={"data_root": str(tmp_path)})

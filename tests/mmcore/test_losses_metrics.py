@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmcore.losses import contrastive_loss
+from mmcore.metrics import accuracy, bleu, majority_answer, retrieval_metrics
+
+
+def test_contrastive_loss_prefers_aligned_pairs():
+    emb = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    aligned = contrastive_loss(emb, emb, torch.tensor(20.0))
+    shuffled = contrastive_loss(emb, emb.roll(1, dims=0), torch.tensor(20.0))
+    assert aligned["loss"] < shuffled["loss"]
+    assert set(aligned) == {"loss", "i2t_loss", "t2i_loss"}
+
+
+def test_retrieval_perfect_and_chance():
+    img = np.eye(4, dtype=np.float32)
+    txt = np.repeat(img, 2, axis=0)  # two captions per image
+    owner = np.repeat(np.arange(4), 2)
+    m = retrieval_metrics(img, txt, owner, ks=(1, 2))
+    assert m["t2i_r1"] == 1.0 and m["i2t_r1"] == 1.0
+    assert m["t2i_r1_baseline"] == 0.25 and m["t2i_r2_baseline"] == 0.5
+    assert m["i2t_r1_baseline"] == pytest.approx(2 / 8)  # one of 2 relevant among 8 on top
+    wrong = retrieval_metrics(img, np.roll(txt, 2, axis=0), owner, ks=(1,))
+    assert wrong["t2i_r1"] == 0.0
+
+
+def test_retrieval_random_embeddings_score_near_chance():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(200, 8)).astype(np.float32)
+    txt = rng.normal(size=(400, 8)).astype(np.float32)
+    m = retrieval_metrics(img, txt, np.repeat(np.arange(200), 2), ks=(10,))
+    assert abs(m["t2i_r10"] - m["t2i_r10_baseline"]) < 0.04
+
+
+def test_accuracy_and_majority():
+    assert majority_answer(["yes", "no", "yes"]) == "yes"
+    assert accuracy(["a", "b"], ["a", "c"]) == 0.5
+    with pytest.raises(ValueError):
+        accuracy([], [])
+
+
+def test_bleu_identical_is_100_and_handles_uneven_references():
+    assert bleu(["a large red circle at the top left"], [["a large red circle at the top left"]]) == pytest.approx(100)
+    score = bleu(["a red circle", "two blue squares on the left"],
+                 [["a red circle", "one red circle"], ["two blue squares on the left"]])
+    assert score == pytest.approx(100)
+    assert bleu(["红色圆形在左侧"], [["红色圆形在左侧"]], lang="zh") == pytest.approx(100)
+    assert bleu(["blue"], [["a large red circle at the top left"]]) < 5

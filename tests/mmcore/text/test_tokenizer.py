@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from mmcore.text.tokenizer import TextTokenizer
+
+TEXTS = ["a large red circle at the top left", "two shapes: a small blue square in the center",
+         "左上方有一个大的红色圆形", "图中有两个形状：中间有一个小的蓝色正方形", "what color is the circle?"]
+
+
+def _tok() -> TextTokenizer:
+    return TextTokenizer.train(TEXTS * 5, vocab_size=200)
+
+
+def test_round_trip_english_and_chinese(tmp_path):
+    tok = _tok()
+    path = tok.save(tmp_path / "tok.json")
+    again = TextTokenizer.from_file(path)
+    for text in TEXTS:
+        ids = again.encode([text], 64)[0]
+        assert ids[0] == again.bos_id and ids[-1] == again.eos_id
+        assert again.decode(ids) == text.lower()
+
+
+def test_chinese_is_split_per_character():
+    tok = _tok()
+    ids = tok.encode(["红色圆形"], 16)[0]
+    assert len(ids) == 2 + 4
+
+
+def test_unknown_characters_become_unk_not_errors():
+    tok = _tok()
+    ids = tok.encode(["a purple 猫 circle"], 32)[0]
+    assert tok.unk_id in ids
+    assert "circle" in tok.decode(ids)
+
+
+def test_max_len_cuts_but_keeps_markers():
+    tok = _tok()
+    ids = tok.encode([" ".join(["circle"] * 50)], 10)[0]
+    assert len(ids) == 10 and ids[-1] == tok.eos_id
+
+
+def test_pad_is_zero():
+    assert _tok().pad_id == 0
