@@ -34,7 +34,8 @@ DEMO_IMAGES = 2000
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
 Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name (overrides the preset)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config value: key.sub=value")]
-ModelUri = Annotated[str | None, typer.Option("--model", "-m", help="model URI (default models:/mmcore-<dataset>@champion)")]
+ModelUri = Annotated[str | None, typer.Option("--model", "-m",
+                                              help="model URI (default models:/mmcore-<dataset>@champion)")]
 
 
 def _overrides(sets: list[str] | None) -> dict[str, Any] | None:
@@ -132,7 +133,7 @@ def _print_metrics(metrics: dict[str, float]) -> None:
     console.print(table)
 
 
-def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]]):
+def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]], params: dict[str, Any] | None = None):
     from tasks.registry import load_model
 
     uri = model or f"models:/{load_config('demo', dataset=dataset).model_name}@champion"
@@ -143,7 +144,7 @@ def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]]):
     except Exception as exc:  # MLflow raises its own types for a missing model or alias
         console.print(f"[red]could not load {uri}: {exc}[/red]\nRun `mm demo` or `mm pipeline` first.")
         raise typer.Exit(1) from exc
-    return loaded.predict(pd.DataFrame(rows))
+    return loaded.predict(pd.DataFrame(rows), params=params)
 
 
 def _image_b64(path: Path) -> str:
@@ -173,7 +174,7 @@ def ask(image: Path, question: str, model: ModelUri = None, dataset: DatasetName
 def search(text: str, k: Annotated[int, typer.Option("-k", help="results to show")] = 5,
            model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
     """Find the dataset images that best match a text."""
-    out = _predict(model, dataset, [{"task": "search", "text": text, "k": k}])
+    out = _predict(model, dataset, [{"task": "search", "text": text}], {"k": k})
     table = Table(title=f"images matching {text!r}")
     for col in ("rank", "score", "sample", "image"):
         table.add_column(col)

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from flows.common import require, resolve
+from flows.common import resolve
 from mmcore.data.records import ANNOTATIONS
 from tasks import ingest as T
 from tasks import tracking
@@ -21,7 +21,9 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
     """Validate, decode, resize, split and tokenize a dataset; returns the processed folder."""
     cfg, cat = resolve(preset, dataset, overrides)
     raw, out = str(cat.raw), str(cat.processed)
-    require(cat.raw / ANNOTATIONS, "data (mm data synth, or bring a dataset in the canonical layout)")
+    if not (cat.raw / ANNOTATIONS).is_file():
+        raise FileNotFoundError(f"{cat.raw / ANNOTATIONS} does not exist: put a dataset there in the canonical "
+                                "layout (data/README.md) or generate one with `mm data synth`")
     with tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
         # Extract: one task per chunk of annotation lines
         chunks = T.plan(raw, cfg.ingest.shard_size)

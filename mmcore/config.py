@@ -49,6 +49,7 @@ class EncoderConfig(StrictModel):
     text_hidden: int = Field(256, ge=8)
     embed_dim: int = Field(128, ge=8, description="shared image-text embedding size")
     grid: int = Field(2, ge=1, description="image grid features are pooled to grid x grid cells")
+    multiscale: bool = Field(True, description="grid features from every resolution, not just the last layer")
     max_text_len: int = Field(48, ge=4, description="tokens per caption/question, longer ones are cut")
 
 
@@ -67,6 +68,7 @@ class HeadsConfig(StrictModel):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-3, gt=0)
     hidden: int = Field(256, ge=8)
+    word_dim: int = Field(128, ge=8, description="word embedding size of the question encoder and decoder")
     caption_lang: str = Field("en", description="language of the captions the decoder learns")
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
     seed: int = 0

@@ -59,7 +59,8 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
     hyps = [hyps_all[i] for i in keep]
     common = Counter(c["text"] for caps in train.captions for c in caps if c["lang"] == lang).most_common(1)
     baseline = common[0][0] if common else ""
-    metrics = {"caption_bleu4": bleu(hyps, refs, lang), "caption_bleu4_baseline": bleu([baseline] * len(refs), refs, lang)}
+    metrics = {"caption_bleu4": bleu(hyps, refs, lang),
+               "caption_bleu4_baseline": bleu([baseline] * len(refs), refs, lang)}
     examples = [{"sample_id": test.sample_ids[i], "caption": h, "references": r}
                 for i, h, r in zip(keep[:10], hyps[:10], refs[:10], strict=False)]
     return metrics, examples

@@ -49,7 +49,7 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
         text_rows.append(txt_all[k : k + len(caps)].tolist())
         k += len(caps)
     enc = model.image_encoder
-    schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid**2)
+    schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid_channels, enc.grid**2)
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)  # noqa: E731
     columns = {
         "sample_id": samples["sample_id"],
@@ -60,7 +60,7 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
         "text_embeddings": text_rows,
         "caption_langs": [[c["lang"] for c in caps] for caps in samples["captions"].to_pylist()],
     }
-    write_table(out_path, pa.table(columns, schema=schema), {"spec": spec})
+    write_table(out_path, pa.table(columns, schema=schema), {"spec": spec, "cells": enc.grid**2})
     return {"path": out_path.name, "rows": len(blobs), "skipped": False}
 
 
@@ -109,7 +109,8 @@ def load_features(features_dir: str | Path, processed_dir: str | Path, splits: t
     fman = read_json(features_dir / MANIFEST)
     pman = read_manifest(processed_dir)
     feats = read_tables([features_dir / s["path"] for s in fman["shards"]])
-    samples = read_tables([processed_dir / s["samples"] for s in pman["shards"]], columns=["sample_id", "captions", "qa"])
+    samples = read_tables([processed_dir / s["samples"] for s in pman["shards"]],
+                          columns=["sample_id", "captions", "qa"])
     tokens = read_tables([processed_dir / s["tokens"] for s in pman["shards"]], columns=["caption_ids", "question_ids"])
     if feats["sample_id"].to_pylist() != samples["sample_id"].to_pylist():
         raise RuntimeError(f"feature shards in {features_dir} do not match the samples in {processed_dir}; "
@@ -118,12 +119,13 @@ def load_features(features_dir: str | Path, processed_dir: str | Path, splits: t
     feats, samples, tokens = feats.filter(mask), samples.filter(mask), tokens.filter(mask)
     emb_dim = feats.schema.field("image_embedding").type.list_size
     feat_dim = feats.schema.field("image_pooled").type.list_size
+    cells = int(read_metadata(features_dir / fman["shards"][0]["path"])["cells"]) if fman["shards"] else 1
     grid = fixed_list_to_numpy(feats["image_grid"], feats.schema.field("image_grid").type.list_size)
     return FeatureSet(
         sample_ids=feats["sample_id"].to_pylist(),
         image_embedding=fixed_list_to_numpy(feats["image_embedding"], emb_dim),
         pooled=fixed_list_to_numpy(feats["image_pooled"], feat_dim),
-        grid=grid.reshape(len(grid), feat_dim, -1),
+        grid=grid.reshape(len(grid), -1, cells),  # (N, G, cells)
         text_embeddings=[np.asarray(t, dtype=np.float32).reshape(-1, emb_dim)
                          for t in feats["text_embeddings"].to_pylist()],
         captions=samples["captions"].to_pylist(),

@@ -65,7 +65,7 @@ class Predictor:
         self.index_ids = index["sample_id"].to_pylist()
         self.index_paths = index["image_path"].to_pylist()
         width = index.schema.field("image_embedding").type.list_size
-        self.index_emb = torch.from_numpy(fixed_list_to_numpy(index["image_embedding"], width))
+        self.index_emb = torch.from_numpy(fixed_list_to_numpy(index["image_embedding"], width).copy())
 
     def _images(self, images: list[bytes]) -> torch.Tensor:
         size = self.meta["image_size"]

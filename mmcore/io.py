@@ -53,3 +53,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 def combined_digest(parts: list[str]) -> str:
     """Order-sensitive digest of several digests (e.g. one per shard)."""
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """torch.save, atomically and byte-reproducibly.
+
+    torch.save names the archive inside the file after the file itself; saving through a buffer keeps
+    that name fixed, so the same tensors always give the same bytes (and digests) whatever the
+    temporary file was called.
+    """
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))

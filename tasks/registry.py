@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from prefect import task
 
 from mmcore.config import PipelineConfig
@@ -32,9 +32,9 @@ SIGNATURE = ModelSignature(
         ColSpec("string", "image", required=False),  # base64 of the image file's bytes
         ColSpec("string", "question", required=False),
         ColSpec("string", "text", required=False),
-        ColSpec("long", "k", required=False),
     ]),
     outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "score"), ColSpec("string", "matches")]),
+    params=ParamSchema([ParamSpec("k", "long", 5)]),  # search results per text
 )
 
 
@@ -45,10 +45,10 @@ class MultimodalModel(mlflow.pyfunc.PythonModel):
         self.predictor = Predictor(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return answer_requests(self.predictor, model_input)
+        return answer_requests(self.predictor, model_input, int((params or {}).get("k", 5)))
 
 
-def answer_requests(predictor: Predictor, requests: pd.DataFrame) -> pd.DataFrame:
+def answer_requests(predictor: Predictor, requests: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """One output row per request row, in order; requests of the same task are batched."""
     if "task" not in requests:
         raise ValueError(f"requests need a 'task' column with one of {TASKS}")
@@ -68,19 +68,28 @@ def answer_requests(predictor: Predictor, requests: pd.DataFrame) -> pd.DataFram
         if not idx:
             continue
         if name == "caption":
-            texts = predictor.caption([base64.b64decode(s) for s in column("image", idx)])
+            texts = predictor.caption(_image_bytes(column("image", idx)))
             results = [{"answer": t, "score": float("nan"), "matches": "[]"} for t in texts]
         elif name == "ask":
-            answers = predictor.answer([base64.b64decode(s) for s in column("image", idx)], column("question", idx))
+            answers = predictor.answer(_image_bytes(column("image", idx)), column("question", idx))
             results = [{"answer": a, "score": p, "matches": "[]"} for a, p in answers]
         else:
-            k = int(rows.loc[idx, "k"].dropna().max()) if "k" in rows and rows.loc[idx, "k"].notna().any() else 5
             found = predictor.search(column("text", idx), k)
             results = [{"answer": m[0].image_path if m else "", "score": m[0].score if m else float("nan"),
                         "matches": json.dumps([vars(x) for x in m])} for m in found]
         for i, r in zip(idx, results, strict=True):
             out[i] = r
     return pd.DataFrame(out, columns=["answer", "score", "matches"])
+
+
+def _image_bytes(values: list[Any]) -> list[bytes]:
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(base64.b64decode(value, validate=True))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"request {i}: 'image' must be the base64 of an image file ({exc})") from exc
+    return out
 
 
 def _requirements() -> list[str]:
@@ -102,7 +111,7 @@ def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, proc
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                 artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(),
-                input_example=pd.DataFrame([{"task": "search", "text": "a red circle", "k": 3}]),
+                input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
                 registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
             )
     version = str(info.registered_model_version)

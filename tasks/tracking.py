@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,8 +94,6 @@ def stage_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None)
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-    import time
-
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
     for i in range(0, len(items), _MAX_BATCH):
@@ -106,10 +105,16 @@ def log_tags(run_id: str, tags: dict[str, Any]) -> None:
 
 
 def epoch_logger(run_id: str, prefix: str = "") -> Callable[[int, dict[str, float]], None]:
-    """A training-loop callback that logs each epoch's numbers as MLflow metrics with step=epoch."""
+    """A training-loop callback: each epoch's numbers go to MLflow (step=epoch) and to the run's log."""
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    started = time.monotonic()
 
     def log(epoch: int, metrics: dict[str, float]) -> None:
         log_metrics(run_id, {f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "lr")
+        logger.info("%sepoch %d: %s (%.0f s)", prefix, epoch + 1, shown, time.monotonic() - started)
 
     return log
 

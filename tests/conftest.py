@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny synthetic dataset, and all local state in a temporary folder."""
+"""Shared fixtures. All local state (MLflow store, Prefect home) goes to a temporary folder: it is
+set here, at import, so it is in place before any test imports `flows` (and so Prefect)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,15 +14,28 @@ import torch
 
 torch.set_num_threads(2)
 
+_HOME = Path(tempfile.mkdtemp(prefix="mm-test-home-"))
+os.environ["MM_HOME"] = str(_HOME)
+for _key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "PREFECT_API_URL", "MM_ARTIFACT_ROOT"):
+    os.environ.pop(_key, None)
+
 
 @pytest.fixture(scope="session")
-def mm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MM_HOME for the whole session, set before `flows` (and so Prefect) is first imported."""
-    home = tmp_path_factory.mktemp("mm_home")
-    os.environ["MM_HOME"] = str(home)
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "MM_ARTIFACT_ROOT"):
-        os.environ.pop(key, None)
-    return home
+def mm_home() -> Iterator[Path]:
+    yield _HOME
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def harness(mm_home: Path) -> Iterator[None]:
+    """One temporary Prefect API for the session (starting one costs ~20 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows  # noqa: F401  (embedded defaults under the temporary MM_HOME)
+
+    assert os.environ["MLFLOW_TRACKING_URI"].startswith(f"sqlite:///{mm_home}")
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +46,40 @@ def shapes_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("raw") / "shapes"
     generate_shapes(root, 120, seed=3, image_size=32)
     return root
+
+
+_TEXTS = ["a red circle on the left", "two shapes", "what color is the circle?", "一个红色圆形"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model bundle of tiny untrained parts: enough to exercise inference plumbing."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mmcore.config import EncoderConfig
+    from mmcore.inference import write_bundle
+    from mmcore.models.contrastive import build_dual_encoder
+    from mmcore.models.heads import CaptionDecoder, VQAHead
+    from mmcore.text.tokenizer import TextTokenizer
+    from mmcore.training.contrastive import save_encoder
+    from mmcore.training.heads import Heads, save_heads
+
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("bundle")
+    tok = TextTokenizer.train(_TEXTS * 3, vocab_size=100)
+    tok.save(tmp / "tokenizer.json")
+    cfg = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2)
+    enc = build_dual_encoder(cfg, tok.vocab_size)
+    save_encoder(enc, cfg, tok.vocab_size, tmp / "encoder.pt")
+    grid, pooled, cells = enc.image_encoder.grid_channels, enc.image_encoder.out_channels, 4
+    heads = Heads(VQAHead(tok.vocab_size, grid, pooled, cells, 3, word_dim=8, hidden=16), ["red", "blue", "2"],
+                  CaptionDecoder(tok.vocab_size, grid, pooled, cells, word_dim=8, hidden=16), "en",
+                  {"vocab_size": tok.vocab_size, "grid_dim": grid, "pooled_dim": pooled, "cells": cells, "hidden": 16,
+                   "word_dim": 8})
+    save_heads(heads, tmp / "heads.pt")
+    emb = np.eye(5, 16, dtype=np.float32)
+    index = pa.table({"sample_id": [f"s{i}" for i in range(5)], "image_path": [f"images/{i}.png" for i in range(5)],
+                      "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 16)})
+    return write_bundle(tmp / "out", tmp / "encoder.pt", tmp / "heads.pt", tmp / "tokenizer.json", index,
+                        {"image_size": 32, "max_text_len": 16, "max_caption_len": 6})

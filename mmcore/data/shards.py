@@ -41,13 +41,13 @@ REJECTS = pa.schema([
 ])
 
 
-def features_schema(embed_dim: int, feat_dim: int, cells: int) -> pa.Schema:
+def features_schema(embed_dim: int, pooled_dim: int, grid_dim: int, cells: int) -> pa.Schema:
     return pa.schema([
         ("sample_id", pa.string()),
         ("split", pa.string()),
         ("image_embedding", pa.list_(pa.float32(), embed_dim)),
-        ("image_pooled", pa.list_(pa.float32(), feat_dim)),
-        ("image_grid", pa.list_(pa.float32(), feat_dim * cells)),  # (C, g*g) row-major
+        ("image_pooled", pa.list_(pa.float32(), pooled_dim)),
+        ("image_grid", pa.list_(pa.float32(), grid_dim * cells)),  # (G, g*g) row-major
         ("text_embeddings", pa.list_(pa.list_(pa.float32(), embed_dim))),  # one per caption
         ("caption_langs", pa.list_(pa.string())),
     ])

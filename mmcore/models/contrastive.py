@@ -54,6 +54,6 @@ class DualEncoder(nn.Module):
 
 def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
                        temperature: float = 0.07) -> DualEncoder:
-    image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.pretrained, cfg.small_input)
+    image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.pretrained, cfg.small_input, cfg.multiscale)
     text = RNNTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_rnn, cfg.bidirectional, pad_id)
     return DualEncoder(image, text, cfg.embed_dim, temperature)

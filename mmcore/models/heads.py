@@ -11,24 +11,25 @@ from mmcore.models.text_encoders import RNNTextEncoder
 class GridProjector(nn.Module):
     """Maps frozen grid + pooled features to a set of cell vectors with learned position codes."""
 
-    def __init__(self, feat_dim: int, cells: int, hidden: int):
+    def __init__(self, grid_dim: int, pooled_dim: int, cells: int, hidden: int):
         super().__init__()
-        self.cell = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, hidden))
+        self.cell = nn.Sequential(nn.LayerNorm(grid_dim), nn.Linear(grid_dim, hidden))
+        self.whole = nn.Sequential(nn.LayerNorm(pooled_dim), nn.Linear(pooled_dim, hidden))
         self.position = nn.Parameter(torch.zeros(cells + 1, hidden))  # +1: the pooled "whole image" cell
 
     def forward(self, grid: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        cells = torch.cat([grid.flatten(2).transpose(1, 2), pooled.unsqueeze(1)], dim=1)  # (B, N+1, C)
-        return self.cell(cells) + self.position  # (B, N+1, H)
+        cells = self.cell(grid.flatten(2).transpose(1, 2))  # (B, N, G) -> (B, N, H)
+        return torch.cat([cells, self.whole(pooled).unsqueeze(1)], dim=1) + self.position  # (B, N+1, H)
 
 
 class VQAHead(nn.Module):
     """Encodes the question with an RNN, attends over image cells with it, classifies the answer."""
 
-    def __init__(self, vocab_size: int, feat_dim: int, cells: int, n_answers: int,
+    def __init__(self, vocab_size: int, grid_dim: int, pooled_dim: int, cells: int, n_answers: int,
                  word_dim: int = 128, hidden: int = 256, pad_id: int = 0, glimpses: int = 2):
         super().__init__()
         self.question = RNNTextEncoder(vocab_size, word_dim, hidden // 2, "gru", True, pad_id)  # out: hidden
-        self.image = GridProjector(feat_dim, cells, hidden)
+        self.image = GridProjector(grid_dim, pooled_dim, cells, hidden)
         self.attn = nn.Linear(hidden, hidden * glimpses)
         self.glimpses = glimpses
         self.classifier = nn.Sequential(
@@ -49,12 +50,11 @@ class VQAHead(nn.Module):
 class CaptionDecoder(nn.Module):
     """GRU language model conditioned on the image: the initial state and every step see it."""
 
-    def __init__(self, vocab_size: int, feat_dim: int, cells: int, word_dim: int = 128,
+    def __init__(self, vocab_size: int, grid_dim: int, pooled_dim: int, cells: int, word_dim: int = 128,
                  hidden: int = 256, pad_id: int = 0):
         super().__init__()
-        self.image = nn.Sequential(
-            nn.LayerNorm(feat_dim * (cells + 1)), nn.Linear(feat_dim * (cells + 1), hidden), nn.Tanh()
-        )
+        width = grid_dim * cells + pooled_dim
+        self.image = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.Tanh())
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=pad_id)
         self.rnn = nn.GRU(word_dim + hidden, hidden, batch_first=True)
         self.out = nn.Linear(hidden * 2, vocab_size)

@@ -17,26 +17,46 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3
 
 
 class ImageFeatures(NamedTuple):
-    grid: torch.Tensor  # (B, C, g, g) spatial features pooled to a fixed grid
-    pooled: torch.Tensor  # (B, C) global average
+    grid: torch.Tensor  # (B, G, g, g) spatial features pooled to a fixed grid (G = grid_channels)
+    pooled: torch.Tensor  # (B, C) global average of the last feature map (C = out_channels)
 
 
 class ImageEncoder(nn.Module):
-    """Runs a convolutional body on uint8 images and pools its feature map to a fixed grid."""
+    """Runs a convolutional body (an nn.Sequential) on uint8 images; pools features to a fixed grid.
 
-    def __init__(self, body: nn.Module, out_channels: int, grid: int = 2):
+    With `multiscale`, the grid holds the last output at every resolution below the input's,
+    concatenated: deep layers say what is where, shallow ones keep colour and fine shape, which a
+    contrastive objective alone may leave out of the last layer.
+    """
+
+    def __init__(self, body: nn.Sequential, out_channels: int, grid: int = 2, multiscale: bool = False):
         super().__init__()
         self.body = body.to(memory_format=torch.channels_last)
         self.out_channels = out_channels
         self.grid = grid
+        self.multiscale = multiscale
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        with torch.no_grad():
+            was_training = self.training
+            self.eval()
+            self.grid_channels = self(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).grid.shape[1]
+            self.train(was_training)
 
     def forward(self, images: torch.Tensor) -> ImageFeatures:
         x = images.float().div(255.0)  # (B, 3, H, W) uint8 -> [0, 1]
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)  # faster convs on CPU
-        fmap = self.body(x)  # (B, C, h, w)
-        return ImageFeatures(grid=F.adaptive_avg_pool2d(fmap, self.grid), pooled=fmap.mean(dim=(2, 3)))
+        if not self.multiscale:
+            fmap = self.body(x)  # (B, C, h, w)
+            return ImageFeatures(F.adaptive_avg_pool2d(fmap, self.grid), fmap.mean(dim=(2, 3)))
+        full, taps, prev = x.shape[-1], [], None
+        for layer in self.body:
+            out = layer(x if prev is None else prev)
+            if prev is not None and out.shape[-1] != prev.shape[-1] and prev.shape[-1] < full:
+                taps.append(F.adaptive_avg_pool2d(prev, self.grid))  # last output at that resolution
+            prev = out
+        taps.append(F.adaptive_avg_pool2d(prev, self.grid))
+        return ImageFeatures(torch.cat(taps, dim=1), prev.mean(dim=(2, 3)))
 
 
 def _small_cnn() -> tuple[nn.Module, int]:
@@ -70,7 +90,7 @@ def _halve_stem_stride(model: nn.Module) -> None:
 
 
 def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool = False,
-                        small_input: bool = True) -> ImageEncoder:
+                        small_input: bool = True, multiscale: bool = False) -> ImageEncoder:
     """Builds an encoder by architecture name; `pretrained` loads torchvision's ImageNet weights.
 
     `small_input` adapts a torchvision architecture to small (32-96 px) images by making its first
@@ -82,7 +102,7 @@ def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool 
         if pretrained:
             raise ValueError("smallcnn has no pretrained weights; set encoder.pretrained: false")
         body, channels = _small_cnn()
-        return ImageEncoder(body, channels, grid)
+        return ImageEncoder(body, channels, grid, multiscale)
     model = _load_torchvision(name, pretrained)
     if small_input:
         _halve_stem_stride(model)
@@ -98,4 +118,4 @@ def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool 
         for m in body.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 0.1
-    return ImageEncoder(body, channels, grid)
+    return ImageEncoder(body, channels, grid, multiscale)

@@ -1,17 +1,23 @@
-"""Subword tokenizer for English and Chinese, trained with HF `tokenizers` on the training texts.
+"""Tokenizer for English and Chinese: a HF `tokenizers` WordPiece model with a deterministic vocabulary.
 
 Chinese has no spaces, so the normalizer puts spaces around every CJK character (as BERT does) and
-each character becomes a token; English is split into WordPiece subwords. Characters never seen in
-training map to [UNK] rather than failing.
+each character becomes a token. The vocabulary holds every character seen in training (as a word
+start and as a `##` continuation), then the most frequent whole words: frequent words are one token,
+rare ones are spelled out, and characters never seen map to [UNK] rather than failing.
+
+HF's WordPiece trainer breaks ties between equally good merges differently from run to run; choosing
+the vocabulary here (frequency, then alphabetical order) makes a retrained tokenizer, and so every
+token shard after it, byte-for-byte reproducible.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from mmcore.io import write_atomic
 
@@ -36,14 +42,24 @@ class TextTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 4000) -> TextTokenizer:
-        tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=64))
-        tok.normalizer = normalizers.BertNormalizer(
+        normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True
         )
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=1)
-        tok.train_from_iterator(texts, trainer=trainer)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        words: Counter[str] = Counter()
+        for text in texts:
+            words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+        chars: Counter[str] = Counter()
+        for word, n in words.items():
+            for ch in word:
+                chars[ch] += n
+        by_count = lambda counts: sorted(counts, key=lambda t: (-counts[t], t))  # noqa: E731
+        kept_chars = by_count(chars)[: max(0, (vocab_size - len(SPECIALS)) // 2)]
+        base = SPECIALS + kept_chars + [f"##{c}" for c in kept_chars]
+        whole = [w for w in by_count(words) if len(w) > 1][: max(0, vocab_size - len(base))]
+        vocab = {t: i for i, t in enumerate(base + whole)}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=64))
+        tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
         return cls(tok)
 
     @classmethod

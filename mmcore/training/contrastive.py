@@ -10,7 +10,7 @@ import torch
 
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
-from mmcore.io import atomic_path
+from mmcore.io import save_torch
 from mmcore.losses import contrastive_loss
 from mmcore.metrics import retrieval_metrics
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
@@ -83,8 +83,7 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
 def save_encoder(model: DualEncoder, enc_cfg: EncoderConfig, vocab_size: int, path: str | Path) -> Path:
     state = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
              "config": enc_cfg.model_dump(mode="json"), "vocab_size": vocab_size}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
     return Path(path)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from mmcore.config import HeadsConfig
 from mmcore.features import FeatureSet
-from mmcore.io import atomic_path
+from mmcore.io import save_torch
 from mmcore.losses import classification_loss, sequence_loss
 from mmcore.models.heads import CaptionDecoder, VQAHead
 from mmcore.training.loop import EpochCallback, FitConfig, epoch_order, fit, pad_batch, seed_everything
@@ -31,8 +31,17 @@ class Heads:
 
 
 def _dims(data: FeatureSet, vocab_size: int, cfg: HeadsConfig) -> dict[str, int]:
-    return {"vocab_size": vocab_size, "feat_dim": data.pooled.shape[1], "cells": data.grid.shape[2],
-            "hidden": cfg.hidden}
+    return {"vocab_size": vocab_size, "grid_dim": data.grid.shape[1], "pooled_dim": data.pooled.shape[1],
+            "cells": data.grid.shape[2],
+            "hidden": cfg.hidden, "word_dim": cfg.word_dim}
+
+
+def build_vqa(d: dict[str, int], n_answers: int) -> VQAHead:
+    return VQAHead(d["vocab_size"], d["grid_dim"], d["pooled_dim"], d["cells"], n_answers, d["word_dim"], d["hidden"])
+
+
+def build_captioner(d: dict[str, int]) -> CaptionDecoder:
+    return CaptionDecoder(d["vocab_size"], d["grid_dim"], d["pooled_dim"], d["cells"], d["word_dim"], d["hidden"])
 
 
 def _image_batch(data: FeatureSet, idx: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +65,7 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
     index = {a: i for i, a in enumerate(answers)}
     pairs, val_pairs = qa_pairs(train, index), qa_pairs(val, index)
     d = _dims(train, vocab_size, cfg)
-    model = VQAHead(vocab_size, d["feat_dim"], d["cells"], len(answers), hidden=cfg.hidden).to(device)
+    model = build_vqa(d, len(answers)).to(device)
 
     def batches(epoch: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
         order = epoch_order(len(pairs), cfg.seed, epoch).tolist()
@@ -105,7 +114,7 @@ def train_captioner(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_
         langs = sorted({c["lang"] for caps in train.captions for c in caps})
         raise ValueError(f"no training captions in language {cfg.caption_lang!r}; the data has {langs}")
     d = _dims(train, vocab_size, cfg)
-    model = CaptionDecoder(vocab_size, d["feat_dim"], d["cells"], hidden=cfg.hidden).to(device)
+    model = build_captioner(d).to(device)
 
     def loss(data: FeatureSet, chunk: list[tuple[int, list[int]]]) -> dict[str, torch.Tensor]:
         ids = pad_batch([p[1] for p in chunk]).to(device)  # (B, T): [BOS] w1 .. wn [EOS] pad
@@ -137,8 +146,7 @@ def save_heads(heads: Heads, path: str | Path) -> Path:
         "caption_lang": heads.caption_lang,
         "dims": heads.dims,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
     return Path(path)
 
 
@@ -147,11 +155,11 @@ def load_heads(path: str | Path, device: torch.device | str = "cpu") -> Heads:
     d = state["dims"]
     vqa = cap = None
     if state["vqa"]:
-        vqa = VQAHead(d["vocab_size"], d["feat_dim"], d["cells"], len(state["answers"]), hidden=d["hidden"])
+        vqa = build_vqa(d, len(state["answers"]))
         vqa.load_state_dict(state["vqa"])
         vqa = vqa.to(device).eval()
     if state["captioner"]:
-        cap = CaptionDecoder(d["vocab_size"], d["feat_dim"], d["cells"], hidden=d["hidden"])
+        cap = build_captioner(d)
         cap.load_state_dict(state["captioner"])
         cap = cap.to(device).eval()
     return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], dict(d))

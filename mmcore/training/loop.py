@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmcore.io import atomic_path
+from mmcore.io import save_torch
 
 StepFn = Callable[[Any], dict[str, torch.Tensor]]  # batch -> named loss terms, "loss" is optimised
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -135,8 +135,7 @@ def fit(
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history,
                      "key": resume_key}
-            with atomic_path(checkpoint) as tmp:
-                torch.save(state, tmp)
+            save_torch(state, checkpoint)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
     model.eval()

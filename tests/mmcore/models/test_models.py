@@ -14,8 +14,20 @@ from mmcore.models.text_encoders import RNNTextEncoder
 def test_image_encoders_return_grid_and_pooled(arch):
     enc = build_image_encoder(arch, grid=2)
     out = enc(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8))
-    assert out.grid.shape == (2, enc.out_channels, 2, 2)
+    assert out.grid.shape == (2, enc.out_channels, 2, 2) == (2, enc.grid_channels, 2, 2)
     assert out.pooled.shape == (2, enc.out_channels)
+
+
+def test_multiscale_grid_stacks_every_resolution():
+    single = build_image_encoder("smallcnn", grid=4)
+    multi = build_image_encoder("smallcnn", grid=4, multiscale=True)
+    multi.load_state_dict(single.state_dict())
+    x = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    a, b = single.eval()(x), multi.eval()(x)
+    assert multi.grid_channels == 32 + 64 + 128 + 256  # the four blocks' outputs
+    assert b.grid.shape == (2, 480, 4, 4)
+    assert torch.allclose(b.grid[:, -256:], a.grid, atol=1e-5)  # the last scale is the plain grid
+    assert torch.allclose(a.pooled, b.pooled, atol=1e-5)
 
 
 def test_small_input_adaptation_keeps_more_resolution():
@@ -50,10 +62,10 @@ def test_dual_encoder_embeddings_are_unit_vectors():
 
 
 def test_heads_shapes_and_greedy_decoding_stops_at_eos():
-    grid, pooled = torch.randn(4, 16, 4), torch.randn(4, 16)
-    vqa = VQAHead(30, 16, 4, n_answers=7, word_dim=8, hidden=16)
+    grid, pooled = torch.randn(4, 24, 4), torch.randn(4, 16)
+    vqa = VQAHead(30, 24, 16, 4, n_answers=7, word_dim=8, hidden=16)
     assert vqa(grid, pooled, torch.tensor([[2, 5, 3]] * 4)).shape == (4, 7)
-    dec = CaptionDecoder(30, 16, 4, word_dim=8, hidden=16)
+    dec = CaptionDecoder(30, 24, 16, 4, word_dim=8, hidden=16)
     assert dec(grid, pooled, torch.tensor([[2, 5, 6]] * 4)).shape == (4, 3, 30)
     with torch.no_grad():
         dec.out.bias.fill_(-1e4)

@@ -41,3 +41,20 @@ def test_max_len_cuts_but_keeps_markers():
 
 def test_pad_is_zero():
     assert _tok().pad_id == 0
+
+
+def test_training_is_reproducible_across_processes():
+    import subprocess
+    import sys
+
+    code = ("from mmcore.text.tokenizer import TextTokenizer; import sys; "
+            f"sys.stdout.write(TextTokenizer.train({TEXTS!r} * 3, vocab_size=60).to_str())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)}
+    assert len(outs) == 1
+
+
+def test_small_vocabulary_keeps_the_most_frequent_characters():
+    tok = TextTokenizer.train(["aaa b", "aaa c"], vocab_size=8)  # 4 specials + 2 chars x 2 forms
+    assert tok.vocab_size == 8
+    assert tok.unk_id not in tok.encode(["a aa"], 8)[0]

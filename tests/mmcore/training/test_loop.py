@@ -67,3 +67,12 @@ def test_helpers():
     assert select_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="auto"):
         select_device("gpu7")
+
+
+def test_saved_checkpoints_are_byte_reproducible(tmp_path):
+    from mmcore.io import save_torch
+
+    state = {"w": torch.arange(6.0), "meta": {"epoch": 3}}
+    a, b = save_torch(state, tmp_path / "a.pt"), save_torch(state, tmp_path / "b.pt")
+    assert a.read_bytes() == b.read_bytes()
+    assert torch.equal(torch.load(a, weights_only=True)["w"], state["w"])
