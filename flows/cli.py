@@ -28,7 +28,7 @@ app = typer.Typer(help="Multimodal pipelines: ingest, pretrain, extract, train, 
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
+console = Console(soft_wrap=True)  # long commands stay on one line, ready to copy
 
 DEMO_IMAGES = 2000
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
@@ -134,11 +134,11 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 
 def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]], params: dict[str, Any] | None = None):
+    import pandas as pd
+
     from tasks.registry import load_model
 
     uri = model or f"models:/{load_config('demo', dataset=dataset).model_name}@champion"
-    import pandas as pd
-
     try:
         loaded = load_model(uri)
     except Exception as exc:  # MLflow raises its own types for a missing model or alias

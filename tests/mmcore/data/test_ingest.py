@@ -127,14 +127,19 @@ def test_changed_config_does_not_reuse_shards(raw, tmp_path):
     assert not again.skipped
 
 
-def test_tokens_and_manifest(raw, tmp_path):
-    root, _ = raw
-    out = tmp_path / "out"
+def _tokenized(root: Path, out: Path) -> tuple[list, list, Path]:
+    """Ingest, then the tokenizer and token shards: everything the manifest describes."""
     chunks, results = _ingest(root, out)
-    # every split needs train rows for the tokenizer; with 13 accepted images some are in train
     tok = ds.fit_tokenizer([r.samples_path for r in results], CFG.vocab_size, out / ds.TOKENIZER)
     for r in results:
         ds.tokenize_shard(r.samples_path, tok, 16)
+    return chunks, results, tok
+
+
+def test_tokens_and_manifest(raw, tmp_path):
+    root, _ = raw
+    out = tmp_path / "out"
+    chunks, results, tok = _tokenized(root, out)
     manifest = ds.build_manifest(out, results, sum(c.records for c in chunks), root / ANNOTATIONS, tok, {})
     assert manifest["records_in"] == 24 and manifest["accepted"] == 13 and manifest["rejected"] == 11
     assert manifest["rejects_by_reason"]["malformed"] == 2
@@ -150,10 +155,7 @@ def test_tokens_and_manifest(raw, tmp_path):
 def test_count_mismatch_is_an_error(raw, tmp_path):
     root, _ = raw
     out = tmp_path / "out"
-    chunks, results = _ingest(root, out)
-    tok = ds.fit_tokenizer([r.samples_path for r in results], CFG.vocab_size, out / ds.TOKENIZER)
-    for r in results:
-        ds.tokenize_shard(r.samples_path, tok, 16)
+    _, results, tok = _tokenized(root, out)
     with pytest.raises(RuntimeError, match="record count mismatch"):
         ds.build_manifest(out, results, 25, root / ANNOTATIONS, tok, {})
 
