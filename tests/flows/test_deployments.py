@@ -1,0 +1,98 @@
+"""prefect.yaml against a real Prefect server: `prefect deploy --all`, then a process worker runs the
+nightly pipeline deployment on a tiny dataset and the run lands in MLflow with a champion model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+@pytest.fixture()
+def server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MM_HOME": str(tmp_path / "mm")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc)
+        yield env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _prefect(env: dict, *args: str, timeout: float = 120) -> str:
+    res = subprocess.run([PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"prefect {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+def test_deploy_all_and_a_worker_runs_the_nightly_pipeline(server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from mmcore.data.synth import generate_shapes
+
+    env = server
+    _prefect(env, "work-pool", "create", "local", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--all")
+    nightly = json.loads(_prefect(env, "deployment", "inspect", "pipeline/nightly", "--output", "json"))
+    assert nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
+    assert nightly["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
+    listed = _prefect(env, "deployment", "ls")
+    for name in ("ingest", "pretrain", "extract", "train", "evaluate"):
+        assert f"{name}/{name}" in listed
+
+    generate_shapes(tmp_path / "data" / "raw" / "smoke", 60, seed=2, image_size=32)
+    overrides = json.dumps({"data_root": str(tmp_path / "data"), "pretrain.epochs": 1, "heads.epochs": 1})
+    _prefect(env, "deployment", "run", "pipeline/nightly", "--param", "preset=smoke", "--param",
+             f"overrides={overrides}")
+    _prefect(env, "worker", "start", "--pool", "local", "--run-once", timeout=480)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mm' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'pipeline'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "vqa_acc" in runs[0].data.metrics
+    assert runs[0].data.tags["prefect.flow_run_id"]  # the MLflow run points back at the Prefect run
+    assert client.get_model_version_by_alias("mmcore-smoke", "champion").version == 1
