@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -10,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_tokenizer
 from mmcore.evaluation import evaluate_captions, evaluate_retrieval, evaluate_vqa
-from mmcore.features import load_features
+from mmcore.features import MANIFEST, load_features
+from mmcore.io import read_json
 from mmcore.training.heads import load_heads
 from mmcore.training.loop import select_device
 from tasks import tracking
@@ -23,6 +25,8 @@ def evaluate_model(features_dir: str, processed_dir: str, heads_path: str, cfg: 
                    run_id: str) -> dict[str, Any]:
     """Evaluate retrieval, VQA and captioning on the test split; returns metrics and example captions."""
     device = select_device(cfg.heads.device)
+    tracking.log_dataset(run_id, f"{cfg.dataset}-features", features_dir,
+                         read_json(Path(features_dir) / MANIFEST)["digest"], "test")
     train = load_features(features_dir, processed_dir, ("train",))
     test = load_features(features_dir, processed_dir, ("test",))
     if len(test) == 0:

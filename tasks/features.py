@@ -34,4 +34,6 @@ def finalize(out_dir: str, shards: list[dict[str, Any]], encoder_path: str, proc
     tracking.log_tags(run_id, {"features_digest": manifest["digest"], "features_dir": out_dir,
                                "dataset_digest": manifest["processed_digest"]})
     tracking.log_dict(run_id, manifest, "features_manifest.json")
+    tracking.log_dataset(run_id, f"{Path(processed_dir).parent.name}-samples", processed_dir,
+                         manifest["processed_digest"], "extract")
     return manifest

@@ -52,6 +52,7 @@ def finalize(raw_root: str, chunks: list[Chunk], results: list[ChunkResult], tok
                                   **{f"split_{k}": v for k, v in manifest["splits"].items()},
                                   **{f"rejected_{k}": v for k, v in manifest["rejects_by_reason"].items()}})
     tracking.log_tags(run_id, {"dataset_digest": manifest["digest"], "processed_dir": out_dir})
+    tracking.log_dataset(run_id, f"{Path(raw_root).name}-raw", annotations, manifest["annotations_sha256"], "source")
     tracking.log_dict(run_id, manifest, "manifest.json")
     tracking.log_artifact(run_id, tokenizer_path, "tokenizer")
     rejects = read_tables([r.rejects_path for r in results]).to_pylist() if manifest["rejected"] else []

@@ -20,6 +20,7 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
     train = load_samples(processed_dir, ("train",))
     val = load_samples(processed_dir, ("val",))
     digest = read_manifest(processed_dir)["digest"]
+    tracking.log_dataset(run_id, f"{cfg.dataset}-samples", processed_dir, digest, "train")
     tracking.log_tags(run_id, {"dataset_digest": digest, "train_samples": len(train), "val_samples": len(val)})
     device = select_device(cfg.pretrain.device)
     # Same data and config: a checkpoint left by a killed (or finished) run is continued, not redone.

@@ -6,6 +6,7 @@ Everything goes through `MlflowClient` with explicit run ids rather than MLflow'
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from mmcore.config import PipelineConfig
 
@@ -117,6 +118,14 @@ def epoch_logger(run_id: str, prefix: str = "") -> Callable[[int, dict[str, floa
         logger.info("%sepoch %d: %s (%.0f s)", prefix, epoch + 1, shown, time.monotonic() - started)
 
     return log
+
+
+def log_dataset(run_id: str, name: str, path: str | Path, digest: str, context: str) -> None:
+    """Records a dataset the run consumed (lineage): its location and content digest, not its data."""
+    uri = Path(path).resolve().as_uri() if "://" not in str(path) else str(path)
+    dataset = Dataset(name=name, digest=digest[:36], source_type="local" if uri.startswith("file:") else "uri",
+                      source=json.dumps({"uri": uri}))
+    client().log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
 
 def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:

@@ -8,7 +8,8 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_tokenizer
-from mmcore.features import load_features
+from mmcore.features import MANIFEST, load_features
+from mmcore.io import read_json
 from mmcore.training.heads import HEADS_FILE, build_heads, save_heads, train_captioner, train_vqa
 from mmcore.training.loop import select_device
 from tasks import tracking
@@ -18,6 +19,8 @@ from tasks import tracking
 def train_heads(features_dir: str, processed_dir: str, cfg: PipelineConfig, out_dir: str, run_id: str) -> str:
     """Train both heads; returns the heads checkpoint path."""
     vocab = load_tokenizer(processed_dir).vocab_size
+    tracking.log_dataset(run_id, f"{cfg.dataset}-features", features_dir,
+                         read_json(Path(features_dir) / MANIFEST)["digest"], "train")
     train = load_features(features_dir, processed_dir, ("train",))
     val = load_features(features_dir, processed_dir, ("val",))
     device = select_device(cfg.heads.device)

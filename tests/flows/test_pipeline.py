@@ -85,6 +85,11 @@ def test_mlflow_has_parent_and_stage_runs_with_metrics(first_run):
     assert [m.step for m in history] == [0, 1]  # per-epoch metrics
     ingest = next(r for r in children if r.data.tags["stage"] == "ingest")
     assert ingest.data.metrics["rejected"] == 4 and ingest.data.tags["dataset_digest"]
+    # lineage: each stage records the dataset it consumed, by content digest
+    used = {r.data.tags["stage"]: r.inputs.dataset_inputs for r in children}
+    assert used["pretrain"][0].dataset.digest == ingest.data.tags["dataset_digest"][:36]
+    assert {t.value for t in used["pretrain"][0].tags} == {"train"}
+    assert {t.value for i in used["evaluate"] for t in i.tags} == {"test"}
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id, "checkpoints")}
     assert "checkpoints/encoder.pt" in artifacts
 
