@@ -40,7 +40,9 @@ def experiment_id(name: str) -> str:
     if root and not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks")):
         location = f"{root.rstrip('/')}/{name}"
     try:
-        return c.create_experiment(name, artifact_location=location)
+        # The kind tag makes the MLflow UI open on the training-runs view rather than the GenAI one.
+        return c.create_experiment(name, artifact_location=location,
+                                   tags={"mlflow.experimentKind": "custom_model_development"})
     except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
         return c.get_experiment_by_name(name).experiment_id
 
@@ -61,16 +63,24 @@ def git_tags() -> dict[str, str]:
 def _prefect_tags() -> dict[str, str]:
     from prefect.runtime import flow_run
 
-    return {"prefect.flow_run_id": str(flow_run.id)} if flow_run.id else {}
+    if not flow_run.id:
+        return {}
+    return {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)}
 
 
 def start_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None) -> str:
-    """Creates a run for a stage (or the whole pipeline) with the resolved config as params."""
-    tags = {MLFLOW_RUN_NAME: stage, "stage": stage, "dataset": cfg.dataset, **git_tags(), **_prefect_tags()}
+    """Creates a run for a stage (or the whole pipeline) with the resolved config as params.
+
+    The run is named `<stage>-<Prefect flow run name>`, so the two UIs point at each other by name too.
+    """
+    prefect = _prefect_tags()
+    name = f"{stage}-{prefect['prefect.flow_run_name']}" if prefect else stage
+    tags = {MLFLOW_RUN_NAME: name, "stage": stage, "dataset": cfg.dataset, "mlflow.source.name": f"flows/{stage}.py",
+            "mlflow.source.type": "JOB", **git_tags(), **prefect}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     c = client()
-    run = c.create_run(experiment_id(cfg.dataset), tags=tags, run_name=stage)
+    run = c.create_run(experiment_id(cfg.dataset), tags=tags, run_name=name)
     params = [Param(k, str(v)) for k, v in cfg.flat().items()]
     for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
         c.log_batch(run.info.run_id, params=params[i : i + 90])
