@@ -28,6 +28,7 @@ class Chunk:
     """A contiguous run of annotation lines: `count` lines from byte `start`, numbered from `first`.
 
     `records` counts the non-blank lines among them: the records that must come out accepted or rejected.
+    `sha256` is the digest of the chunk's bytes: an edited line makes a finished shard stale.
     """
 
     index: int
@@ -35,6 +36,7 @@ class Chunk:
     count: int
     first: int
     records: int
+    sha256: str
 
     @property
     def name(self) -> str:
@@ -58,16 +60,18 @@ def plan_chunks(annotations: str | Path, lines_per_chunk: int) -> list[Chunk]:
         raise FileNotFoundError(f"annotation file {path} does not exist (expected the canonical layout: "
                                 f"<root>/{R.ANNOTATIONS} + <root>/images/)")
     chunks, offset, line_no, start, first, records = [], 0, 0, 0, 1, 0
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for raw in fh:
             line_no += 1
             offset += len(raw)
             records += bool(raw.strip())
+            digest.update(raw)
             if line_no - first + 1 == lines_per_chunk:
-                chunks.append(Chunk(len(chunks), start, lines_per_chunk, first, records))
-                start, first, records = offset, line_no + 1, 0
+                chunks.append(Chunk(len(chunks), start, lines_per_chunk, first, records, digest.hexdigest()))
+                start, first, records, digest = offset, line_no + 1, 0, hashlib.sha256()
     if line_no >= first:
-        chunks.append(Chunk(len(chunks), start, line_no - first + 1, first, records))
+        chunks.append(Chunk(len(chunks), start, line_no - first + 1, first, records, digest.hexdigest()))
     return chunks
 
 
@@ -86,12 +90,12 @@ def to_rgb_square(img: Image.Image, size: int) -> Image.Image:
     return frame.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
-def load_image(path: Path, cfg: IngestConfig) -> tuple[bytes, int, int] | tuple[str, str]:
-    """Decodes, checks and resizes one image: (png bytes, width, height), or (reason, message)."""
+def load_image(data: bytes, cfg: IngestConfig) -> tuple[bytes, int, int] | tuple[str, str]:
+    """Decodes, checks and resizes one image file's bytes: (png bytes, width, height), or (reason, message)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if min(width, height) < cfg.min_side:
                     return R.TOO_SMALL, f"{width}x{height} is below the minimum side {cfg.min_side}"
@@ -118,8 +122,9 @@ def _accept(ann: R.Annotation, root: Path, cfg: IngestConfig) -> dict | R.Reject
         return R.Rejection(0, ann.sample_id, ann.image, R.OUTSIDE_ROOT, f"{ann.image} is outside {root}")
     if not path.is_file():
         return R.Rejection(0, ann.sample_id, ann.image, R.MISSING_FILE, f"{path} does not exist")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    loaded = load_image(path, cfg)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    loaded = load_image(data, cfg)
     if isinstance(loaded[0], str):
         return R.Rejection(0, ann.sample_id, ann.image, loaded[0], loaded[1])
     png, width, height = loaded

@@ -171,3 +171,15 @@ def test_synthetic_dataset_ingests_without_rejects(shapes_raw, tmp_path):
     results = [process_chunk(tmp_path / "shapes", c, CFG, tmp_path / "out") for c in chunks]
     assert [c.records for c in chunks] == [50, 50, 20]
     assert sum(r.accepted for r in results) == 120 and sum(r.rejected for r in results) == 0
+
+
+def test_an_edited_line_makes_its_shard_stale(raw, tmp_path):
+    root, _ = raw
+    out = tmp_path / "out"
+    _ingest(root, out)
+    text = (root / ANNOTATIONS).read_text(encoding="utf-8")
+    (root / ANNOTATIONS).write_text(text.replace("number 1\"", "number 9\""), encoding="utf-8")
+    _, again = _ingest(root, out)
+    assert [r.skipped for r in again] == [False] + [True] * (len(again) - 1)
+    captions = ds.read_tables([again[0].samples_path]).to_pylist()[1]["captions"]
+    assert captions[0]["text"] == "a red circle number 9"
