@@ -13,7 +13,8 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_image: n
     """Recall@k in both directions, with the value a random ranking would get as `<name>_baseline`.
 
     image_emb (N, D) and text_emb (M, D) are unit vectors; text_image (M,) gives each text's image.
-    Image-to-text counts a hit when any of the image's texts is in the top k.
+    Image-to-text counts a hit when any of the image's texts is in the top k; images without texts
+    are left out of it (they can still be retrieved by other texts' t2i queries).
     """
     n, m = len(image_emb), len(text_emb)
     sim = image_emb @ text_emb.T  # (N, M)
@@ -26,14 +27,15 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_image: n
     best_true = np.where(owns, sim, -np.inf).max(axis=1)  # (N,)
     i2t_rank = (sim > best_true[:, None]).sum(axis=1)
     per_image = np.bincount(text_image, minlength=n)
+    has_text = per_image > 0
     out: dict[str, float] = {}
     for k in ks:
-        out[f"i2t_r{k}"] = float((i2t_rank < k).mean())
+        out[f"i2t_r{k}"] = float((i2t_rank[has_text] < k).mean())
         out[f"t2i_r{k}"] = float((t2i_rank < k).mean())
-        out[f"i2t_r{k}_baseline"] = float(np.mean([_hit_by_chance(m, c, k) for c in per_image]))
+        out[f"i2t_r{k}_baseline"] = float(np.mean([_hit_by_chance(m, c, k) for c in per_image[has_text]]))
         out[f"t2i_r{k}_baseline"] = min(k, n) / n
     out["t2i_median_rank"] = float(np.median(t2i_rank) + 1)
-    out["i2t_median_rank"] = float(np.median(i2t_rank) + 1)
+    out["i2t_median_rank"] = float(np.median(i2t_rank[has_text]) + 1)
     return out
 
 

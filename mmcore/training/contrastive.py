@@ -20,6 +20,16 @@ ENCODER_FILE = "encoder.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+def _with_captions(data: SampleSet) -> SampleSet:
+    """Only samples that have a caption take part in image-text pairs (QA-only records do not)."""
+    keep = [i for i, caps in enumerate(data.caption_ids) if caps]
+    if len(keep) == len(data):
+        return data
+    pick = lambda items: [items[i] for i in keep]  # noqa: E731
+    return SampleSet(pick(data.sample_ids), pick(data.splits), data.images[keep], pick(data.captions),
+                     pick(data.caption_ids), pick(data.qa), pick(data.question_ids))
+
+
 def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int,
                   device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Each image once per epoch, paired with one of its captions drawn at random."""
@@ -53,8 +63,9 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
 
     A checkpoint left in out_dir by a run with the same `resume_key` is continued, not redone.
     """
+    train, val = _with_captions(train), _with_captions(val)
     if len(train) < 2:
-        raise ValueError(f"contrastive pretraining needs at least 2 training samples, got {len(train)}")
+        raise ValueError(f"contrastive pretraining needs at least 2 training samples with captions, got {len(train)}")
     seed_everything(cfg.seed)
     out_dir = Path(out_dir)
     model = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature).to(device)

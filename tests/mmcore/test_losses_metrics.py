@@ -50,3 +50,9 @@ def test_bleu_identical_is_100_and_handles_uneven_references():
     assert score == pytest.approx(100)
     assert bleu(["红色圆形在左侧"], [["红色圆形在左侧"]], lang="zh") == pytest.approx(100)
     assert bleu(["blue"], [["a large red circle at the top left"]]) < 5
+
+
+def test_images_without_texts_are_left_out_of_image_to_text():
+    img = np.eye(3, dtype=np.float32)
+    m = retrieval_metrics(img, img[:2], np.array([0, 1]), ks=(1,))
+    assert m["i2t_r1"] == 1.0 and m["t2i_r1"] == 1.0
