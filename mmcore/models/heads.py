@@ -48,43 +48,54 @@ class VQAHead(nn.Module):
 
 
 class CaptionDecoder(nn.Module):
-    """GRU language model conditioned on the image: the initial state and every step see it."""
+    """GRU language model conditioned on the image, attending over the image cells at every word.
+
+    The whole image sets the initial state and is fed at every step (what the scene holds); at each
+    position the GRU state queries the cells (Luong-style attention on the outputs, so training stays
+    one fused GRU call) to read the colour and shape of the object it is about to name.
+    """
 
     def __init__(self, vocab_size: int, grid_dim: int, pooled_dim: int, cells: int, word_dim: int = 128,
                  hidden: int = 256, pad_id: int = 0):
         super().__init__()
         width = grid_dim * cells + pooled_dim
         self.image = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.Tanh())
+        self.cells = GridProjector(grid_dim, pooled_dim, cells, hidden)
+        self.query = nn.Linear(hidden, hidden)
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=pad_id)
         self.rnn = nn.GRU(word_dim + hidden, hidden, batch_first=True)
-        self.out = nn.Linear(hidden * 2, vocab_size)
+        self.out = nn.Linear(hidden * 3, vocab_size)
 
-    def _image_vector(self, grid: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        return self.image(torch.cat([grid.flatten(1), pooled], dim=-1))  # (B, H)
+    def _image(self, grid: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.image(torch.cat([grid.flatten(1), pooled], dim=-1))  # (B, H)
+        return img, self.cells(grid, pooled)  # (B, H), (B, N, H)
 
-    def _step(self, ids: torch.Tensor, img: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, ids: torch.Tensor, img: torch.Tensor, cells: torch.Tensor,
+              h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.embed(ids), img.unsqueeze(1).expand(-1, ids.shape[1], -1)], dim=-1)
         out, h = self.rnn(x, h)  # (B, T, H)
-        logits = self.out(torch.cat([out, img.unsqueeze(1).expand_as(out)], dim=-1))  # (B, T, V)
+        scores = self.query(out) @ cells.transpose(1, 2) / cells.shape[-1] ** 0.5  # (B, T, N)
+        ctx = torch.softmax(scores, dim=-1) @ cells  # (B, T, H)
+        logits = self.out(torch.cat([out, img.unsqueeze(1).expand_as(out), ctx], dim=-1))  # (B, T, V)
         return logits, h
 
     def forward(self, grid: torch.Tensor, pooled: torch.Tensor, ids_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits for predicting ids_in shifted by one. ids_in (B, T) -> (B, T, V)."""
-        img = self._image_vector(grid, pooled)
-        logits, _ = self._step(ids_in, img, img.unsqueeze(0).contiguous())
+        img, cells = self._image(grid, pooled)
+        logits, _ = self._step(ids_in, img, cells, img.unsqueeze(0).contiguous())
         return logits
 
     @torch.no_grad()
     def generate(self, grid: torch.Tensor, pooled: torch.Tensor, bos_id: int, eos_id: int,
                  max_len: int = 32) -> torch.Tensor:
         """Greedy decoding; returns (B, L) token ids, [EOS]-terminated rows padded with [EOS]."""
-        img = self._image_vector(grid, pooled)
+        img, cells = self._image(grid, pooled)
         h = img.unsqueeze(0).contiguous()
         tok = torch.full((img.shape[0], 1), bos_id, dtype=torch.long, device=img.device)
         done = torch.zeros(img.shape[0], dtype=torch.bool, device=img.device)
         out = []
         for _ in range(max_len):
-            logits, h = self._step(tok, img, h)
+            logits, h = self._step(tok, img, cells, h)
             tok = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
             tok = tok.masked_fill(done.unsqueeze(1), eos_id)
             out.append(tok)
