@@ -40,7 +40,7 @@ def experiment_id(name: str) -> str:
     if root and not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks")):
         location = f"{root.rstrip('/')}/{name}"
     try:
-        # The kind tag makes the MLflow UI open on the training-runs view rather than the GenAI one.
+        # Labels the experiment as model training (not GenAI) for the MLflow UI's experiment-kind setting.
         return c.create_experiment(name, artifact_location=location,
                                    tags={"mlflow.experimentKind": "custom_model_development"})
     except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
