@@ -12,28 +12,31 @@ Canonical layout of a dataset (the same for bundled and user data):
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ANNOTATIONS = "annotations.jsonl"
 
 # Rejection reason codes; every rejected record carries one plus a human-readable message.
-MALFORMED = "malformed"  # not JSON, or not the canonical schema
+MALFORMED = "malformed"  # not JSON, or not the record schema of its format
+BAD_ENCODING = "bad_encoding"  # text that is not UTF-8
 MISSING_FILE = "missing_file"
 OUTSIDE_ROOT = "outside_root"
-UNDECODABLE = "undecodable"
+UNDECODABLE = "undecodable"  # not an image Pillow can open
+TRUNCATED = "truncated"  # an image file cut short
 TOO_SMALL = "too_small"
-TOO_LARGE = "too_large"
+TOO_LARGE = "too_large"  # over the side limit, or Pillow's decompression-bomb guard
 BAD_ASPECT = "bad_aspect"
 EMPTY_TEXT = "empty_text"
 TEXT_TOO_LONG = "text_too_long"
 NO_TEXT = "no_text"
-REASONS = (MALFORMED, MISSING_FILE, OUTSIDE_ROOT, UNDECODABLE, TOO_SMALL, TOO_LARGE, BAD_ASPECT,
-           EMPTY_TEXT, TEXT_TOO_LONG, NO_TEXT)
+DUPLICATE = "duplicate"  # same image bytes, or same record key, as an earlier record
+REASONS = (MALFORMED, BAD_ENCODING, MISSING_FILE, OUTSIDE_ROOT, UNDECODABLE, TRUNCATED, TOO_SMALL, TOO_LARGE,
+           BAD_ASPECT, EMPTY_TEXT, TEXT_TOO_LONG, NO_TEXT, DUPLICATE)
 
 
 class QA(BaseModel):
@@ -51,6 +54,7 @@ class Annotation(BaseModel):
     image: str
     captions: dict[str, list[str]] = Field(default_factory=dict)
     qa: list[QA] = Field(default_factory=list)
+    split: Literal["train", "val", "test"] | None = None  # None: assigned by image content hash
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -59,66 +63,95 @@ class Annotation(BaseModel):
 
 
 @dataclass(frozen=True)
-class Line:
-    """A raw annotation line and its 1-based position in the file."""
+class Problem:
+    """Why a record is rejected: a reason code from REASONS and a message a person can act on."""
 
-    number: int
-    raw: bytes
-
-
-@dataclass(frozen=True)
-class Rejection:
-    record: int
-    sample_id: str | None
-    image: str | None
     reason: str
     message: str
 
 
-def parse_line(line: Line) -> Annotation | Rejection:
-    """Parses one annotation line; a bad line is a rejection, never an exception."""
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record of a source in the canonical form, before its image is read.
+
+    Every source reader yields these in a fixed order; ingest turns each into exactly one accepted
+    sample or one rejection.
+    """
+
+    number: int  # 1-based position in the source's record order
+    key: str  # stable identity within the source; becomes the sample id
+    where: str  # where a person finds it, e.g. "annotations.jsonl line 12"
+    annotation: Annotation | None  # None when the record could not be read (then `problem` says why)
+    image_bytes: bytes | None = None  # the image itself, for sources that embed it (tar, Parquet)
+    split: str | None = None  # split given by the source ("train", "val", "test"); None: by content hash
+    problem: Problem | None = None
+
+    def __post_init__(self) -> None:
+        if self.annotation is None and self.problem is None:
+            raise ValueError(f"record {self.where}: a record without an annotation must carry a problem")
+        if self.split not in (None, "train", "val", "test"):
+            raise ValueError(f"record {self.where}: split {self.split!r} is not one of train, val, test")
+
+    @property
+    def image(self) -> str | None:
+        return self.annotation.image if self.annotation is not None else None
+
+    def digest(self) -> str:
+        """Content digest of the record as read (not of its image file): an edited record gets a new one."""
+        body = {
+            "key": self.key,
+            "annotation": self.annotation.model_dump(mode="json") if self.annotation else None,
+            "split": self.split,
+            "problem": [self.problem.reason, self.problem.message] if self.problem else None,
+            "image_bytes": hashlib.sha256(self.image_bytes).hexdigest() if self.image_bytes is not None else None,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def decode_text(raw: bytes, what: str) -> str | Problem:
+    """UTF-8 text (a leading byte-order mark is dropped), or a bad_encoding problem naming `what`."""
     try:
-        text = line.raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return Rejection(line.number, None, None, MALFORMED, f"line {line.number} is not UTF-8: {exc.reason}")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Rejection(line.number, None, None, MALFORMED, f"line {line.number} is not JSON: {exc.msg}")
+        return Problem(BAD_ENCODING, f"{what} is not UTF-8 text: {exc.reason} at byte {exc.start}")
+
+
+def parse_annotation(data: Any, where: str) -> Annotation | Problem:
+    """Validates one canonical record; a bad record is a malformed problem, never an exception."""
     try:
         return Annotation.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        sid = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
-        img = data.get("image") if isinstance(data, dict) and isinstance(data.get("image"), str) else None
-        return Rejection(line.number, sid, img, MALFORMED, f"line {line.number}: {where}: {first['msg']}")
+        field = ".".join(str(p) for p in first["loc"]) or "record"
+        return Problem(MALFORMED, f"{where}: {field}: {first['msg']}")
 
 
-def check_text(ann: Annotation, max_chars: int) -> Rejection | None:
-    """Empty, over-long or absent text is a rejection; returns None when the text is usable."""
+def parse_json_line(raw: bytes, where: str) -> Annotation | Problem:
+    """One line of annotations.jsonl -> Annotation, or the problem with it."""
+    text = decode_text(raw, where)
+    if isinstance(text, Problem):
+        return text
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Problem(MALFORMED, f"{where} is not JSON: {exc.msg} at column {exc.colno}")
+    return parse_annotation(data, where)
+
+
+def check_text(ann: Annotation, max_chars: int) -> Problem | None:
+    """Empty, over-long or absent text is a problem; returns None when the text is usable."""
     texts = [(f"captions.{lang}[{i}]", t) for lang, caps in ann.captions.items() for i, t in enumerate(caps)]
     texts += [(f"qa[{i}].{k}", getattr(qa, k)) for i, qa in enumerate(ann.qa) for k in ("question", "answer")]
     if not texts:
-        return Rejection(0, ann.sample_id, ann.image, NO_TEXT, "record has no captions and no questions")
+        return Problem(NO_TEXT, "record has no captions and no questions")
     for where, text in texts:
         if not text.strip():
-            return Rejection(0, ann.sample_id, ann.image, EMPTY_TEXT, f"{where} is empty")
+            return Problem(EMPTY_TEXT, f"{where} is empty")
         if len(text) > max_chars:
-            return Rejection(0, ann.sample_id, ann.image, TEXT_TOO_LONG,
-                             f"{where} has {len(text)} characters, limit {max_chars}")
+            return Problem(TEXT_TOO_LONG, f"{where} has {len(text)} characters, limit {max_chars}")
     return None
 
 
-def iter_lines(path: str, start: int = 0, count: int | None = None, first_number: int = 1) -> Iterator[Line]:
-    """Streams non-blank lines from byte offset `start`, numbering them from `first_number`."""
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        number = first_number
-        for raw in fh:
-            if count is not None and number - first_number >= count:
-                return
-            raw = raw.strip()
-            if raw:
-                yield Line(number, raw)
-            number += 1
+def guess_lang(text: str) -> str:
+    """'zh' when the text contains CJK ideographs, else 'en': for formats that do not say."""
+    return "zh" if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text) else "en"

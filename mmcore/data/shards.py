@@ -16,6 +16,9 @@ from mmcore.io import atomic_path
 
 SAMPLES = pa.schema([
     ("sample_id", pa.string()),
+    ("record", pa.int64()),  # 1-based position in the source when it was ingested
+    ("record_key", pa.string()),  # identity for incremental ingest: the sample id (+ "#n" for a repeated id)
+    ("record_digest", pa.string()),  # digest of the record as read: an edited record is re-ingested
     ("image_path", pa.string()),  # relative to the dataset root, as in the annotations
     ("image_sha256", pa.string()),  # digest of the source file bytes: the split key
     ("split", pa.string()),
@@ -33,11 +36,15 @@ TOKENS = pa.schema([
 ])
 
 REJECTS = pa.schema([
-    ("record", pa.int64()),  # 1-based line number in the annotations file
+    ("record", pa.int64()),  # 1-based position in the source
     ("sample_id", pa.string()),
+    ("record_key", pa.string()),
+    ("record_digest", pa.string()),
+    ("where", pa.string()),  # where a person finds the record, e.g. "annotations.jsonl line 12"
     ("image_path", pa.string()),
-    ("reason", pa.string()),
+    ("reason", pa.string()),  # one of mmcore.data.records.REASONS
     ("message", pa.string()),
+    ("duplicate_of", pa.string()),  # for reason "duplicate": the sample id of the record that was kept
 ])
 
 

@@ -1,0 +1,41 @@
+"""The canonical layout: `annotations.jsonl` (one JSON object per image) + the images it references."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mmcore.data import records as R
+from mmcore.data.sources.base import Source, SourceError, iter_lines
+from mmcore.data.storage import Storage
+
+
+class CanonicalSource(Source):
+    format = "jsonl"
+    description = "annotations.jsonl + images (data/README.md)"
+
+    def __init__(self, storage: Storage, file: str | None = None):
+        super().__init__(storage, file)
+        self.path = file or R.ANNOTATIONS
+        if not storage.is_file(self.path):
+            raise SourceError(f"{storage.describe(self.path)} does not exist: expected one JSON object per line "
+                              f"with an 'image' path and 'captions' and/or 'qa' (data/README.md)")
+
+    @classmethod
+    def detect(cls, storage: Storage, files: list[str]) -> bool:
+        return R.ANNOTATIONS in files
+
+    def annotation_files(self) -> list[str]:
+        return [self.path]
+
+    def records(self) -> Iterator[R.SourceRecord]:
+        number = 0
+        for line_no, raw in iter_lines(self.storage, self.path):
+            if not raw.strip():
+                continue  # blank lines are layout, not records
+            number += 1
+            where = f"{self.path} line {line_no}"
+            parsed = R.parse_json_line(raw.strip(), where)
+            if isinstance(parsed, R.Problem):
+                yield R.SourceRecord(number, f"{self.path}:{line_no}", where, None, problem=parsed)
+            else:
+                yield R.SourceRecord(number, parsed.sample_id, where, parsed, split=parsed.split)
