@@ -3,7 +3,9 @@
     mm demo                                  synthetic data + the whole pipeline + a results table
     mm data synth --out data/raw/shapes --images 4000 --seed 0
     mm pipeline --preset demo --set pretrain.epochs=4
-    mm ingest | pretrain | extract | train | evaluate   one stage (same options)
+    mm data fetch easy-vqa                   the easy-VQA dataset into data/raw/easy-vqa
+    mm ingest --dataset easy-vqa             ingest any supported format (--source, --format, --retry-rejected)
+    mm pretrain | extract | train | evaluate one stage (same options)
     mm caption IMAGE / mm ask IMAGE "QUESTION" / mm search "TEXT"   use the @champion model
 """
 
@@ -48,6 +50,23 @@ def _overrides(sets: list[str] | None) -> dict[str, Any] | None:
     return out or None
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="dataset to fetch: easy-vqa")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default data/raw/<name>)")] = None,
+) -> None:
+    """Download a public dataset from the package registry into its native layout (no package is installed)."""
+    from mmcore.data.fetch import fetch_easy_vqa
+
+    fetchers = {"easy-vqa": fetch_easy_vqa}
+    if name not in fetchers:
+        raise typer.BadParameter(f"unknown dataset {name!r}; valid: {', '.join(fetchers)}")
+    dest = out or Path(load_config("demo").data_root) / "raw" / name
+    counts = fetchers[name](dest)
+    console.print(f"{name}: {counts['images']} images, {counts['questions']} questions in {dest}\n"
+                  f"ingest it with: mm ingest --dataset {name}")
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="output folder (canonical layout)")] = Path("data/raw/shapes"),
@@ -78,8 +97,45 @@ def _stage(name: str):
     return run
 
 
-for _name in ("ingest", "pretrain", "extract", "train", "evaluate"):
+for _name in ("pretrain", "extract", "train", "evaluate"):
     app.command(_name)(_stage(_name))
+
+
+@app.command()
+def ingest(
+    preset: Preset = "demo",
+    dataset: Dataset = None,
+    sets: Sets = None,
+    source: Annotated[str | None, typer.Option(help="dataset folder, annotation file or s3:// URI "
+                                               "(default data/raw/<dataset>)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="source format (default: detect); one of "
+                                            "jsonl, easy-vqa, vqa, coco, webdataset, parquet, csv, folder")] = None,
+    workers: Annotated[int | None, typer.Option(help="image-decoding processes (default: CPU cores)")] = None,
+    retry_rejected: Annotated[bool, typer.Option("--retry-rejected",
+                                                 help="process records rejected by earlier runs again")] = False,
+) -> None:
+    """Run the ingest stage flow: only records that are new (or edited) since the last run are processed."""
+    from flows.ingest import ingest_flow
+    from mmcore.data.dataset import read_manifest
+
+    overrides = _overrides(sets) or {}
+    if source:
+        overrides["ingest.source"] = source
+    if fmt:
+        overrides["ingest.format"] = fmt
+    out = ingest_flow(preset=preset, dataset=dataset, overrides=overrides or None, workers=workers,
+                      retry_rejected=retry_rejected)
+    m = read_manifest(out)
+    table = Table(title=f"ingested {m['source']['uri']} ({m['source']['format']})")
+    for col in ("records in", "accepted", "rejected", "processed now", "kept", "dropped"):
+        table.add_column(col, justify="right")
+    run = m["last_run"]
+    table.add_row(*map(str, (m["records_in"], m["accepted"], m["rejected"], run["processed"], run["kept"],
+                             run["dropped"])))
+    console.print(table)
+    if m["rejects_by_reason"]:
+        console.print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in m["rejects_by_reason"].items()))
+    console.print(f"splits: {m['splits']}\nshards, rejects and manifest: {out}")
 
 
 @app.command()

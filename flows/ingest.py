@@ -1,38 +1,47 @@
-"""Ingest flow: raw dataset (canonical layout) -> sample/token/reject shards + manifest.
+"""Ingest flow: a source dataset (any supported format, local or s3://) -> sample/token/reject shards + manifest.
 
-Run: `mm ingest --preset demo` or `python -m flows.ingest`.
+Run: `mm ingest --preset demo`, `mm ingest --dataset easy-vqa`, `mm ingest --source s3://bucket/coco
+--format coco`, or `python -m flows.ingest`. A rerun resumes a killed run and ingests only new records.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import flow, unmapped
 
 from flows.common import resolve
-from mmcore.data.records import ANNOTATIONS
 from tasks import ingest as T
 from tasks import tracking
 
 
 @flow(name="ingest")
 def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dict[str, Any] | None = None,
-                parent_run_id: str | None = None) -> str:
-    """Validate, decode, resize, split and tokenize a dataset; returns the processed folder."""
+                parent_run_id: str | None = None, workers: int | None = None,
+                retry_rejected: bool = False) -> str:
+    """Validate, decode, resize, dedupe, split and tokenize a dataset; returns the processed folder.
+
+    Args:
+        workers: processes decoding images (default: one per CPU core).
+        retry_rejected: process records that earlier runs rejected again (e.g. after fixing their files).
+    """
     cfg, cat = resolve(preset, dataset, overrides)
-    raw, out = str(cat.raw), str(cat.processed)
-    if not (cat.raw / ANNOTATIONS).is_file():
-        raise FileNotFoundError(f"{cat.raw / ANNOTATIONS} does not exist: put a dataset there in the canonical "
-                                "layout (data/README.md) or generate one with `mm data synth`")
+    out = str(cat.processed)
+    if cfg.ingest.source is None and not cat.raw.exists():
+        raise FileNotFoundError(f"{cat.raw} does not exist: put a dataset there (data/README.md lists the formats), "
+                                "fetch one with `mm data fetch easy-vqa`, generate one with `mm data synth`, "
+                                "or point at one with --source")
+    # Extract: a malformed or unknown source fails here, before any work
+    T.check_source(cat.source, cfg.ingest.format)
     with tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
-        # Extract: one task per chunk of annotation lines
-        chunks = T.plan(raw, cfg.ingest.shard_size)
-        results = T.ingest_chunk.map(unmapped(raw), chunks, unmapped(cfg.ingest), unmapped(out)).result()
+        report = T.ingest_source(cat.source, cfg.ingest.format, cfg.ingest, out, workers or os.cpu_count() or 1,
+                                 retry_rejected)
         # Transform: vocabulary from the train split, then token shards
-        tokenizer = T.fit_tokenizer(results, cfg.ingest.vocab_size, out)
-        T.tokenize.map(results, unmapped(tokenizer), unmapped(cfg.encoder.max_text_len)).result()
+        tokenizer = T.fit_tokenizer(report, cfg.ingest.vocab_size, out)
+        T.tokenize.map(report.shards, unmapped(tokenizer), unmapped(cfg.encoder.max_text_len)).result()
         # Load: the manifest marks the dataset complete
-        T.finalize(raw, chunks, results, tokenizer, out, run_id, cfg.digest("ingest"))
+        T.finalize(report, tokenizer, out, run_id, cfg.digest("ingest"))
     return out
 
 

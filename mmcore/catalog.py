@@ -1,7 +1,8 @@
 """The one place that says where each stage's data lives.
 
 data_root/
-  raw/<dataset>/                      annotations.jsonl + images/ (input, canonical layout)
+  raw/<dataset>/                      the source dataset, in any format mmcore/data/sources reads
+                                      (or ingest.source: a folder, file or s3:// URI elsewhere)
   processed/<dataset>/<ingest key>/   sample shards, token shards, rejects, tokenizer, manifest
   models/<dataset>/<pretrain key>/    contrastive encoder checkpoints
   features/<dataset>/<pretrain key>/  frozen feature shards + manifest
@@ -35,11 +36,18 @@ class Catalog:
             ingest_key=cfg.digest("ingest"),
             pretrain_key=cfg.digest("ingest", "encoder", "pretrain"),
             heads_key=cfg.digest("ingest", "encoder", "pretrain", "heads"),
+            source_uri=cfg.ingest.source,
         )
+
+    source_uri: str | None = None  # a dataset kept elsewhere (folder, file or s3:// URI) instead of raw/
 
     @property
     def raw(self) -> Path:
         return self.root / "raw" / self.dataset
+
+    @property
+    def source(self) -> str:
+        return self.source_uri or str(self.raw)
 
     @property
     def processed(self) -> Path:

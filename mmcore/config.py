@@ -22,9 +22,15 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SourceFormat = Literal["auto", "jsonl", "easy-vqa", "vqa", "coco", "webdataset", "parquet", "csv", "folder"]
+
+
 class IngestConfig(StrictModel):
+    source: str | None = Field(None, description="dataset folder or annotation file, local or s3://; "
+                                                 "default <data_root>/raw/<dataset>")
+    format: SourceFormat = Field("auto", description="source format (mmcore/data/sources); auto detects it")
     image_size: int = Field(64, ge=16, description="images are resized to a square of this side")
-    shard_size: int = Field(1000, ge=1, description="accepted records per Parquet shard")
+    shard_size: int = Field(1000, ge=1, description="source records per Parquet shard")
     min_side: int = Field(16, ge=1, description="smaller source images are rejected")
     max_side: int = Field(8192, ge=16, description="larger source images are rejected")
     max_aspect: float = Field(4.0, ge=1.0, description="long side / short side above this is rejected")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from mmcore.data.ingest import to_rgb_square
+from mmcore.data.images import to_rgb_square
 from mmcore.data.shards import fixed_list_to_numpy
 from mmcore.io import read_json, write_json
 from mmcore.text.tokenizer import TextTokenizer

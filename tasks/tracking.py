@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -144,3 +145,13 @@ def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None
 
 def log_dict(run_id: str, data: Any, name: str) -> None:
     client().log_dict(run_id, data, name)
+
+
+def log_table(run_id: str, table: Any, name: str) -> None:
+    """Logs a pyarrow table as a Parquet artifact (e.g. the rejects list, which can be long)."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        pq.write_table(table, path)
+        client().log_artifact(run_id, str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmcore.data.ingest import ChunkResult
+from mmcore.data.ingest import IngestReport
 from mmcore.data.shards import TOKENS, decode_png, read_metadata, read_tables, write_table
 from mmcore.io import combined_digest, file_sha256, read_json, write_json
 from mmcore.text.tokenizer import TextTokenizer
@@ -21,15 +22,22 @@ MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 
 
-def training_texts(sample_shards: list[str]) -> list[str]:
-    """Captions and questions of the train split: what the tokenizer learns its vocabulary from."""
-    table = read_tables(sample_shards, columns=["split", "captions", "qa"])
-    table = table.filter(pc.equal(table["split"], "train"))
-    texts = [c["text"] for caps in table["captions"].to_pylist() for c in caps]
-    texts += [q["question"] for qas in table["qa"].to_pylist() for q in qas]
-    if not texts:
+def training_texts(sample_shards: list[str]) -> Iterator[str]:
+    """Captions and questions of the train split, one shard at a time: what the tokenizer learns from."""
+    count = 0
+    for path in sample_shards:
+        table = pq.read_table(path, columns=["split", "captions", "qa"])
+        table = table.filter(pc.equal(table["split"], "train"))
+        for caps in table["captions"].to_pylist():
+            for c in caps:
+                count += 1
+                yield c["text"]
+        for qas in table["qa"].to_pylist():
+            for q in qas:
+                count += 1
+                yield q["question"]
+    if not count:
         raise ValueError("the train split is empty: no texts to train the tokenizer on")
-    return texts
 
 
 def fit_tokenizer(sample_shards: list[str], vocab_size: int, out_path: str | Path) -> Path:
@@ -59,34 +67,34 @@ def tokenize_shard(samples_path: str | Path, tokenizer_path: str | Path, max_len
     return write_table(out, tokens, {"spec": spec})
 
 
-def build_manifest(out_dir: str | Path, results: list[ChunkResult], records_in: int,
-                   annotations: str | Path, tokenizer_path: str | Path, extra: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(out_dir: str | Path, report: IngestReport, tokenizer_path: str | Path,
+                   extra: dict[str, Any]) -> dict[str, Any]:
     """Checks that records in = accepted + rejected, then writes manifest.json (last: marks completion)."""
     out_dir = Path(out_dir)
-    accepted = sum(r.accepted for r in results)
-    rejected = sum(r.rejected for r in results)
-    if accepted + rejected != records_in:
-        raise RuntimeError(f"record count mismatch: {records_in} in, {accepted} accepted + {rejected} rejected")
-    shards = []
-    for r in sorted(results, key=lambda r: r.chunk.index):
+    accepted = sum(s.accepted for s in report.shards)
+    rejected = sum(s.rejected for s in report.shards)
+    if accepted + rejected != report.records_in:
+        raise RuntimeError(f"record count mismatch: {report.records_in} in, {accepted} accepted + {rejected} rejected")
+    shards, reasons = [], Counter()
+    for r in sorted(report.shards, key=lambda r: r.index):
         samples = Path(r.samples_path)
         tokens = samples.with_name(samples.name.replace("samples-", "tokens-"))
         splits = Counter(pq.read_table(samples, columns=["split"])["split"].to_pylist())
+        reasons.update(pq.read_table(r.rejects_path, columns=["reason"])["reason"].to_pylist())
         shards.append({
             "samples": samples.name, "tokens": tokens.name, "rejects": Path(r.rejects_path).name,
             "rows": r.accepted, "rejected": r.rejected, "splits": dict(sorted(splits.items())),
             "samples_sha256": file_sha256(samples), "tokens_sha256": file_sha256(tokens),
         })
-    reasons = Counter(read_tables([r.rejects_path for r in results], columns=["reason"])["reason"].to_pylist()) \
-        if rejected else Counter()
     manifest = {
-        "annotations": str(annotations),
-        "annotations_sha256": file_sha256(annotations),
-        "records_in": records_in,
+        "source": report.source,
+        "records_in": report.records_in,
         "accepted": accepted,
         "rejected": rejected,
         "rejects_by_reason": dict(sorted(reasons.items())),
         "splits": dict(sorted(sum((Counter(s["splits"]) for s in shards), Counter()).items())),
+        "last_run": {"processed": report.processed, "kept": report.kept, "dropped": report.dropped,
+                     "seconds": round(report.seconds, 3)},
         "shards": shards,
         "tokenizer": Path(tokenizer_path).name,
         "tokenizer_sha256": file_sha256(tokenizer_path),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from mmcore.data import records as R
@@ -36,6 +37,20 @@ class CanonicalSource(Source):
             where = f"{self.path} line {line_no}"
             parsed = R.parse_json_line(raw.strip(), where)
             if isinstance(parsed, R.Problem):
-                yield R.SourceRecord(number, f"{self.path}:{line_no}", where, None, problem=parsed)
+                key = _key_hint(raw) or f"{self.path}:{line_no}"
+                yield R.SourceRecord(number, key, where, None, problem=parsed)
             else:
                 yield R.SourceRecord(number, parsed.sample_id, where, parsed, split=parsed.split)
+
+
+def _key_hint(raw: bytes) -> str | None:
+    """The id (or image) of a record that failed validation, so its rejection names it."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict):
+        for field in ("id", "image"):
+            if isinstance(data.get(field), str):
+                return data[field]
+    return None
