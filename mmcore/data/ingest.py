@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import re
 import time
 from collections import deque
@@ -45,6 +46,7 @@ from mmcore.data.storage import OutsideRoot, Storage
 SPLITS = ("train", "val", "test")
 SHARD_RE = re.compile(r"^samples-(\d{5,})\.parquet$")
 BATCH = 16  # records per process-pool task: amortises pickling without hurting load balance
+ENV_PREFIXES = ("AWS_",)  # object-store settings the workers' Storage reads from the environment
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,13 @@ def _process_batch(uri: str, cfg: IngestConfig, items: list[tuple]) -> list[dict
     return [process_record(uri, cfg, *item) for item in items]
 
 
+def _worker_env(env: dict[str, str]) -> None:
+    """Pool initializer: the parent's object-store settings as of now (the forkserver's may be stale)."""
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIXES)]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
 def _ordered_map(uri: str, cfg: IngestConfig, items: Iterable[tuple], workers: int) -> Iterator[dict]:
     """process_record over `items` in order; with workers > 1 a process pool with a bounded window."""
     if workers <= 1:
@@ -179,7 +188,8 @@ def _ordered_map(uri: str, cfg: IngestConfig, items: Iterable[tuple], workers: i
         return
     ctx = multiprocessing.get_context("forkserver")  # fork is unsafe from a threaded orchestrator
     window: deque[Future] = deque()
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_env, initargs=(env,)) as pool:
         batch: list[tuple] = []
         for item in items:
             batch.append(item)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 
@@ -82,9 +83,9 @@ class Storage:
     def child(self, rel: str) -> Storage:
         return Storage(f"{self.uri.rstrip('/')}/{rel}" if rel else self.uri)
 
-    def describe(self, rel: str) -> str:
+    def describe(self, rel: str = "") -> str:
         """A human-readable location for messages."""
-        return f"{self.uri.rstrip('/')}/{rel}"
+        return f"{self.uri.rstrip('/')}/{rel}" if rel else self.uri
 
     def is_file(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
@@ -110,6 +111,12 @@ class Storage:
         if not self.is_file(rel):
             raise FileNotFoundError(f"{self.describe(rel)} does not exist")
         return self.fs.open_input_stream(self.path(rel))
+
+    def open_file(self, rel: str) -> pa.NativeFile:
+        """A random-access binary reader (Parquet needs to seek to its footer)."""
+        if not self.is_file(rel):
+            raise FileNotFoundError(f"{self.describe(rel)} does not exist")
+        return self.fs.open_input_file(self.path(rel))
 
     def files(self, rel: str = "", recursive: bool = True) -> list[str]:
         """Relative paths of the files under `rel`, sorted; hidden files and folders are left out."""

@@ -14,6 +14,7 @@ from mmcore.data.storage import OutsideRoot, Storage
 
 ANNOTATION_DIR = "annotations"  # where COCO keeps its JSON files; the top level is searched too
 SMALL = 1 << 20  # JSON files up to this size are parsed to detect them; larger ones are peeked at
+DETECT_MAX = 32  # more JSON files than this: per-image sidecars, not COCO's few annotation files
 _SPLIT_RE = re.compile(r"(?:^|[^a-z])((train|val|test)[a-z]*\d*)", re.IGNORECASE)
 
 
@@ -88,8 +89,9 @@ class CocoSource(Source):
         if file is not None:
             self.paths = [file]
         else:
+            # a captions_* file is read even when it does not look right, so its error is reported, not skipped
             self.paths = [f for f in json_candidates(storage, storage.files(recursive=False))
-                          if _looks_coco(storage, f)]
+                          if "caption" in PurePosixPath(f).name.lower() or _looks_coco(storage, f)]
             if not self.paths:
                 raise SourceError(f"no COCO captions JSON in {storage.describe('')} or its {ANNOTATION_DIR}/ folder: "
                                   f"expected a JSON file with 'images' and 'annotations' lists whose entries have "
@@ -127,7 +129,8 @@ class CocoSource(Source):
 
     @classmethod
     def detect(cls, storage: Storage, files: list[str]) -> bool:
-        return any(_looks_coco(storage, f) for f in json_candidates(storage, files))
+        found = json_candidates(storage, files)
+        return len(found) <= DETECT_MAX and any(_looks_coco(storage, f) for f in found)
 
     def annotation_files(self) -> list[str]:
         return list(self.paths)

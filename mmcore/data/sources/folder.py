@@ -75,7 +75,10 @@ class FolderSource(Source):
             # the annotation is kept so that the rejection names the image
             return R.SourceRecord(number, rel, rel, R.Annotation(image=rel), problem=problem)
         where = f"{rel} (captions {sidecar})"
-        text = R.decode_text(self.storage.read_bytes(sidecar), sidecar)
+        try:
+            text = R.decode_text(self.storage.read_bytes(sidecar), sidecar)
+        except FileNotFoundError as exc:  # removed since the folder was listed
+            return R.SourceRecord(number, rel, where, None, problem=R.Problem(R.MISSING_FILE, str(exc)))
         if isinstance(text, R.Problem):
             return R.SourceRecord(number, rel, where, None, problem=text)
         lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -141,9 +141,11 @@ class CsvSource(Source):
             try:
                 row = next(csv.reader(lines, delimiter=self.delimiter, strict=True))
             except csv.Error as exc:
-                if "unexpected end of data" in str(exc) and len(lines) < MAX_ROW_LINES:
+                unclosed = "unexpected end of data" in str(exc)  # the csv module's words for an open quote
+                if unclosed and len(lines) < MAX_ROW_LINES:
                     continue
-                row = R.Problem(R.MALFORMED, f"{self.path} line {start}: {exc} (through line {number})")
+                message = f"a quoted field is not closed by line {number}" if unclosed else str(exc)
+                row = R.Problem(R.MALFORMED, f"{self.path} line {start}: {message}")
             lines = []
             yield start, row
         if lines:
@@ -162,10 +164,9 @@ class ParquetSource(Source):
         self.plans = {rel: self._plan(rel) for rel in self.paths}  # checks every schema before any record
 
     def _open(self, rel: str) -> Any:
-        # Parquet needs random access (the footer first), which Storage.open's stream does not give
         if not self.storage.is_file(rel):
             raise SourceError(f"{self.storage.describe(rel)} does not exist: expected a Parquet file")
-        return self.storage.fs.open_input_file(self.storage.path(rel))
+        return self.storage.open_file(rel)  # random access: Parquet reads its footer first
 
     def _plan(self, rel: str) -> dict[str, Any]:
         """Which columns hold what, checked against the accepted names and types."""

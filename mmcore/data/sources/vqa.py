@@ -96,7 +96,7 @@ class VQASource(Source):
             ok = ok and isinstance(answers, list) and all(isinstance(x, dict) and isinstance(x.get("answer"), str)
                                                           for x in answers)
             ok = ok and (isinstance(mca, str) or (mca is None and bool(answers)))
-            ok = ok and isinstance(ann.get("answer_type", ""), str)
+            ok = ok and isinstance(ann.get("answer_type") or "", str)
             if not ok:
                 raise SourceError(f"{where}: annotations[{i}] must be an object with 'question_id', an integer "
                                   f"'image_id' and 'answers' [{{answer: string}}] (non-empty unless "

@@ -1,0 +1,222 @@
+"""VQA v2 and easy-VQA readers: pairing, images by id, answers and types, bad records and bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mmcore.config import IngestConfig
+from mmcore.data.ingest import ingest
+from mmcore.data.sources import SourceError, open_source
+from mmcore.data.sources.vqa import EasyVQASource, VQASource, easy_qa_type
+from mmcore.data.storage import Storage
+
+CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
+
+
+def _image(path: Path, colour: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), colour).save(path, format="PNG")
+
+
+def _write(path: Path, doc: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def _read(out: Path, kind: str) -> list[dict]:
+    tables = [pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]
+    return pa.concat_tables(tables).to_pylist() if tables else []
+
+
+def _q(qid: int, image_id: int, text: str) -> dict:
+    return {"question_id": qid, "image_id": image_id, "question": text}
+
+
+def _a(qid: int, image_id: int, answers: list[str], **extra: str) -> dict:
+    return {"question_id": qid, "image_id": image_id, "answers": [{"answer": a, "answer_id": i + 1}
+                                                                   for i, a in enumerate(answers)], **extra}
+
+
+@pytest.fixture()
+def vqa(tmp_path: Path) -> Path:
+    """A train pair and a val pair; train image 42 has no file, image 77 has a question without an answer."""
+    root = tmp_path / "vqa"
+    for i, image_id in enumerate((9, 25, 77)):
+        _image(root / "train2014" / f"COCO_train2014_{image_id:012d}.jpg", (60 * i, 100, 30))
+    _image(root / "val2014" / f"COCO_val2014_{5:012d}.jpg", (3, 3, 230))
+    _image(root / "other" / "9.png", (250, 250, 0))  # same id, other folder: the train2014/ one is preferred
+    _write(root / "v2_OpenEnded_mscoco_train2014_questions.json", {"info": {}, "questions": [
+        _q(90, 9, "What color is the cat?"), _q(250, 25, "How many dogs?"), _q(91, 9, "Is it a cat?"),
+        _q(420, 42, "Where is it?"), _q(770, 77, "Is it day?"), _q(771, 77, "Is it night?")]})
+    _write(root / "v2_mscoco_train2014_annotations.json", {"annotations": [
+        _a(90, 9, ["black", "black", "gray"], multiple_choice_answer="Black", answer_type="other"),
+        _a(91, 9, ["yes", "no", "yes"]),
+        _a(250, 25, ["3", "2", "3", "2"], answer_type="number"),
+        _a(420, 42, ["park"], multiple_choice_answer="park"),
+        _a(771, 77, ["no"])]})
+    _write(root / "v2_OpenEnded_mscoco_val2014_questions.json", {"questions": [_q(50, 5, "Is it blue?")]})
+    _write(root / "v2_mscoco_val2014_annotations.json", {"annotations": [_a(50, 5, ["yes"], answer_type="yes/no")]})
+    return root
+
+
+def test_vqa_records_pair_files_and_find_images_by_id(vqa):
+    source = open_source(vqa)
+    assert isinstance(source, VQASource) and isinstance(open_source(vqa, "vqa"), VQASource)
+    assert source.pairs == [("v2_OpenEnded_mscoco_train2014_questions.json", "v2_mscoco_train2014_annotations.json"),
+                            ("v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json")]
+    recs = list(source.records())
+    stem = "v2_OpenEnded_mscoco_train2014_questions"
+    assert [r.key for r in recs] == [f"{stem}/9", f"{stem}/25", f"{stem}/42", f"{stem}/77",
+                                     "v2_OpenEnded_mscoco_val2014_questions/5"]
+    assert [r.split for r in recs] == ["train"] * 4 + ["val"]
+    assert recs[0].image == "train2014/COCO_train2014_000000000009.jpg"
+    assert [(q.question, q.answer, q.type) for q in recs[0].annotation.qa] == [
+        ("What color is the cat?", "Black", "other"), ("Is it a cat?", "yes", "other")]
+    assert [(q.answer, q.type) for q in recs[1].annotation.qa] == [("2", "number")]  # 2:2 tie -> alphabetical
+    assert recs[2].problem.reason == "missing_file" and "image id 42" in recs[2].problem.message
+    assert recs[3].problem.reason == "malformed" and "question_id 770 has no annotation" in recs[3].problem.message
+
+
+def test_vqa_ingest(vqa, tmp_path):
+    report = ingest(open_source(vqa), tmp_path / "out", CFG, workers=1)
+    assert report.records_in == 5 == report.accepted + report.rejected
+    assert (report.accepted, report.rejected) == (3, 2)
+    assert sorted(r["reason"] for r in _read(tmp_path / "out", "rejects")) == ["malformed", "missing_file"]
+    samples = {s["sample_id"].rsplit("/", 1)[1]: s for s in _read(tmp_path / "out", "samples")}
+    assert sorted(samples) == ["25", "5", "9"]
+    assert samples["9"]["qa"] == [{"question": "What color is the cat?", "answer": "black", "type": "other"},
+                                  {"question": "Is it a cat?", "answer": "yes", "type": "other"}]
+    assert samples["5"]["split"] == "val" and samples["5"]["qa"][0]["type"] == "yes/no"
+    assert samples["9"]["image_path"] == "train2014/COCO_train2014_000000000009.jpg"
+
+
+def test_vqa_single_pair_with_any_names_and_file_pointed_at(tmp_path):
+    root = tmp_path / "one"
+    _image(root / "12.png", (10, 20, 30))
+    _write(root / "my_questions.json", {"questions": [_q(1, 12, "what?")]})
+    _write(root / "answers_annotations_v1.json", {"annotations": [_a(1, 12, ["this"])]})
+    for source in (open_source(root), open_source(root / "my_questions.json"),
+                   open_source(root / "answers_annotations_v1.json", "vqa")):
+        assert isinstance(source, VQASource)
+        ((rec),) = source.records()
+        assert (rec.key, rec.image, rec.split, rec.annotation.qa[0].answer) == ("my_questions/12", "12.png", None,
+                                                                                 "this")
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("v2_a_annotations.json", '{"annotations": [\n\n {"question_id": 1,]}',
+     r"v2_a_annotations\.json is not JSON: .* line 3"),
+    ("v2_a_annotations.json", '{"answers": []}',
+     r"v2_a_annotations\.json: expected a JSON object with an 'annotations'"),
+    ("v2_a_questions.json", '{"qs": []}', r"v2_a_questions\.json: expected a JSON object with a 'questions' list"),
+    ("v2_a_annotations.json", json.dumps({"annotations": [_a(1, 7, ["x"])]}),
+     r"v2_a_annotations\.json: annotations\[0\] for question_id 1 has image_id 7, but .* has image_id 3"),
+    ("v2_a_annotations.json", json.dumps({"annotations": [_a(1, 3, ["x"]), _a(2, 3, ["y"])]}),
+     r"v2_a_annotations\.json: annotations\[1\] has question_id 2 \(image_id 3\), which is not a question"),
+    ("v2_a_annotations.json", json.dumps({"annotations": [_a(1, 3, [])]}),
+     r"v2_a_annotations\.json: annotations\[0\] must be an object"),
+])
+def test_vqa_malformed_file_fails_before_any_record(tmp_path, name, text, expected):
+    _write(tmp_path / "v2_a_questions.json", {"questions": [_q(1, 3, "what?")]})
+    _write(tmp_path / "v2_a_annotations.json", {"annotations": [_a(1, 3, ["x"])]})
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(SourceError, match=expected):
+        open_source(tmp_path, "vqa")
+
+
+def test_vqa_unpairable_files_fail(tmp_path):
+    _write(tmp_path / "x_train_questions.json", {"questions": []})
+    _write(tmp_path / "x_val_annotations.json", {"annotations": []})
+    _write(tmp_path / "x_test_annotations.json", {"annotations": []})
+    with pytest.raises(SourceError, match=r"cannot pair .*x_train_questions\.json"):
+        open_source(tmp_path, "vqa")
+
+
+# --- easy-VQA ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def easy(tmp_path: Path) -> Path:
+    """train: ids 0, 1, 2 (no questions), 3 (no png), 10; test: ids 0, 1."""
+    root = tmp_path / "easy"
+    for i in (0, 1, 2, 10):
+        _image(root / "train" / "images" / f"{i}.png", (20 * i, 200, 90))
+    for i in (0, 1):
+        _image(root / "test" / "images" / f"{i}.png", (200, 20 * i, 90))
+    _write(root / "train" / "questions.json", [
+        ["what is the blue shape?", "circle", 0], ["what color is the shape?", "blue", 0],
+        ["is there a red shape?", "no", 1], ["what shape is in the image?", "triangle", 10],
+        ["does the image contain a circle?", "Yes", 3], ["what is the colour of the triangle?", "red", 10]])
+    _write(root / "test" / "questions.json", [["is there not a gray shape?", "yes", 1], ["what?", "x", 0]])
+    return root
+
+
+def test_easy_vqa_records(easy):
+    source = open_source(easy)
+    assert isinstance(source, EasyVQASource) and isinstance(open_source(easy, "easy-vqa"), EasyVQASource)
+    assert source.annotation_files() == ["train/questions.json", "test/questions.json"]
+    recs = list(source.records())
+    assert [r.key for r in recs] == ["train/0", "train/1", "train/2", "train/3", "train/10", "test/0", "test/1"]
+    assert [r.number for r in recs] == list(range(1, 8))
+    assert [r.split for r in recs] == ["train"] * 5 + ["test"] * 2
+    assert recs[0].image == "train/images/0.png" and recs[0].where == "train/questions.json image 0"
+    assert [(q.answer, q.type) for q in recs[0].annotation.qa] == [("circle", "shape"), ("blue", "color")]
+    assert [(q.answer, q.type) for q in recs[4].annotation.qa] == [("triangle", "shape"), ("red", "color")]
+    assert recs[2].annotation is None and recs[2].problem.reason == "no_text"
+    assert recs[3].image == "train/images/3.png"  # no such file: the engine reports it
+
+
+def test_easy_vqa_ingest(easy, tmp_path):
+    report = ingest(open_source(easy), tmp_path / "out", CFG, workers=1)
+    assert report.records_in == 7 == report.accepted + report.rejected
+    assert (report.accepted, report.rejected) == (5, 2)
+    assert {r["sample_id"]: r["reason"] for r in _read(tmp_path / "out", "rejects")} == {
+        "train/2": "no_text", "train/3": "missing_file"}
+    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
+    assert samples["test/1"]["split"] == "test" == samples["test/0"]["split"]
+    assert samples["test/1"]["qa"] == [{"question": "is there not a gray shape?", "answer": "yes", "type": "yes/no"}]
+    assert samples["test/0"]["qa"][0]["type"] == "other"
+    assert {samples[k]["split"] for k in ("train/0", "train/1", "train/10")} <= {"train", "val"}
+    assert sum(len(s["qa"]) for s in samples.values()) == 7  # train/3's question went with its rejected record
+
+
+def test_easy_vqa_single_split_folder_and_file(easy):
+    for source in (open_source(easy / "test"), open_source(easy / "test" / "questions.json")):
+        assert isinstance(source, EasyVQASource)
+        recs = list(source.records())
+        assert [(r.key, r.image, r.split) for r in recs] == [("test/0", "images/0.png", "test"),
+                                                             ("test/1", "images/1.png", "test")]
+
+
+@pytest.mark.parametrize("question, answer, expected", [
+    ("is there a blue shape?", "no", "yes/no"), ("does the image contain a circle?", "yes", "yes/no"),
+    ("what color is the shape?", "red", "color"), ("what is the colour of the circle?", "red", "color"),
+    ("what is the green shape?", "circle", "shape"), ("what shape does the image contain?", "circle", "shape"),
+    ("how big is it?", "small", "other"),
+])
+def test_easy_qa_type(question, answer, expected):
+    assert easy_qa_type(question, answer) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[["a", "b", 0],\n ["c", "d" 1]]', r"train[/\\]questions\.json is not JSON: .* line 2 column"),
+    ('{"questions": []}', r"train[/\\]questions\.json: expected a JSON list"),
+    ('[["a", "b", 0], ["c", "d"]]', r"train[/\\]questions\.json: item 1 must be \[question"),
+    ('[["a", "b", "7"]]', r"train[/\\]questions\.json: item 0 must be .*image_id"),
+])
+def test_easy_vqa_malformed_file_fails_before_any_record(easy, text, expected):
+    (easy / "train" / "questions.json").write_text(text, encoding="utf-8")
+    with pytest.raises(SourceError, match=expected):
+        open_source(easy, "easy-vqa")
+
+
+def test_easy_vqa_not_detected_for_other_questions_json(tmp_path):
+    _write(tmp_path / "questions.json", {"questions": [_q(1, 1, "what?")]})
+    assert not EasyVQASource.detect(Storage(tmp_path), ["questions.json"])
