@@ -135,7 +135,8 @@ def ingest(
     console.print(table)
     if m["rejects_by_reason"]:
         console.print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in m["rejects_by_reason"].items()))
-    console.print(f"splits: {m['splits']}\nshards, rejects and manifest: {out}")
+    console.print(f"splits: {m['splits']}; accepted records hold {m['texts']['captions']} captions and "
+                  f"{m['texts']['questions']} questions\nshards, rejects and manifest: {out}")
 
 
 @app.command()

@@ -75,11 +75,14 @@ def build_manifest(out_dir: str | Path, report: IngestReport, tokenizer_path: st
     rejected = sum(s.rejected for s in report.shards)
     if accepted + rejected != report.records_in:
         raise RuntimeError(f"record count mismatch: {report.records_in} in, {accepted} accepted + {rejected} rejected")
-    shards, reasons = [], Counter()
+    shards, reasons, texts = [], Counter(), Counter()
     for r in sorted(report.shards, key=lambda r: r.index):
         samples = Path(r.samples_path)
         tokens = samples.with_name(samples.name.replace("samples-", "tokens-"))
-        splits = Counter(pq.read_table(samples, columns=["split"])["split"].to_pylist())
+        table = pq.read_table(samples, columns=["split", "captions", "qa"])
+        splits = Counter(table["split"].to_pylist())
+        for column, name in (("captions", "captions"), ("qa", "questions")):
+            texts[name] += pc.sum(pc.list_value_length(table[column])).as_py() or 0
         reasons.update(pq.read_table(r.rejects_path, columns=["reason"])["reason"].to_pylist())
         shards.append({
             "samples": samples.name, "tokens": tokens.name, "rejects": Path(r.rejects_path).name,
@@ -93,6 +96,7 @@ def build_manifest(out_dir: str | Path, report: IngestReport, tokenizer_path: st
         "rejected": rejected,
         "rejects_by_reason": dict(sorted(reasons.items())),
         "splits": dict(sorted(sum((Counter(s["splits"]) for s in shards), Counter()).items())),
+        "texts": {"captions": texts["captions"], "questions": texts["questions"]},  # in accepted records
         "last_run": {"processed": report.processed, "kept": report.kept, "dropped": report.dropped,
                      "seconds": round(report.seconds, 3)},
         "shards": shards,

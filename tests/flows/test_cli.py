@@ -30,3 +30,37 @@ def test_ingest_of_a_missing_dataset_says_how_to_get_one(harness, tmp_path):
     res = CliRunner().invoke(app, ["ingest", "--preset", "smoke", "--set", f"data_root={tmp_path}"])
     assert res.exit_code != 0
     assert "mm data synth" in str(res.exception)
+
+
+def _csv_dataset(root, missing: bool) -> None:
+    from PIL import Image
+
+    (root / "pics").mkdir(parents=True, exist_ok=True)
+    rows = ["image,caption,lang"]
+    for i in range(30):
+        if not (missing and i == 7):
+            Image.new("RGB", (40, 40), (i * 8, 100, 50)).save(root / f"pics/{i}.jpg", quality=95)
+        rows += [f"pics/{i}.jpg,a photo number {i},en", f"pics/{i}.jpg,第{i}张照片,zh"]
+    (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_ingest_reads_another_format_and_retries_rejected_records(harness, tmp_path):
+    from mmcore.data.dataset import read_manifest
+
+    src = tmp_path / "src"
+    _csv_dataset(src, missing=True)
+    args = ["ingest", "--preset", "smoke", "--set", f"data_root={tmp_path}", "--source", str(src / "captions.csv"),
+            "--workers", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "missing_file 1" in res.output
+    out = next((tmp_path / "processed" / "smoke").iterdir())
+    first = read_manifest(out)
+    assert (first["source"]["format"], first["records_in"], first["accepted"]) == ("csv", 30, 29)
+
+    _csv_dataset(src, missing=False)  # the file arrives
+    res = CliRunner().invoke(app, [*args, "--retry-rejected"])
+    assert res.exit_code == 0, res.output
+    again = read_manifest(out)
+    assert (again["accepted"], again["rejected"], again["last_run"]["processed"]) == (30, 0, 1)
+    assert again["last_run"]["kept"] == 29 and again["digest"] != first["digest"]

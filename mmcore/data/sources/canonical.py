@@ -20,6 +20,21 @@ class CanonicalSource(Source):
         if not storage.is_file(self.path):
             raise SourceError(f"{storage.describe(self.path)} does not exist: expected one JSON object per line "
                               f"with an 'image' path and 'captions' and/or 'qa' (data/README.md)")
+        self._check_first_record()
+
+    def _check_first_record(self) -> None:
+        """A file whose first record is not a JSON object is not this format at all: fail before any work.
+
+        Later bad lines are rejected one by one; a wholly wrong file (a JSON array, a CSV) is an error.
+        """
+        for line_no, raw in iter_lines(self.storage, self.path):
+            if not raw.strip():
+                continue
+            parsed = R.parse_json_line(raw.strip(), f"{self.storage.describe(self.path)} line {line_no}")
+            if isinstance(parsed, R.Problem) and not raw.lstrip().startswith(b"{"):
+                raise SourceError(f"{parsed.message}: expected one JSON object per line like "
+                                  '{"image": "images/1.png", "captions": {"en": ["..."]}} (data/README.md)')
+            return
 
     @classmethod
     def detect(cls, storage: Storage, files: list[str]) -> bool:
