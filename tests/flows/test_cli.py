@@ -64,3 +64,19 @@ def test_ingest_reads_another_format_and_retries_rejected_records(harness, tmp_p
     again = read_manifest(out)
     assert (again["accepted"], again["rejected"], again["last_run"]["processed"]) == (30, 0, 1)
     assert again["last_run"]["kept"] == 29 and again["digest"] != first["digest"]
+
+
+def test_fetch_and_ingest_easy_vqa_loses_nothing(harness, tmp_path):
+    """The real easy-VQA data through the commands a user types: every image and question arrives."""
+    from mmcore.data.dataset import read_manifest
+
+    res = CliRunner().invoke(app, ["data", "fetch", "easy-vqa", "--out", str(tmp_path / "raw" / "easy-vqa")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["ingest", "--dataset", "easy-vqa", "--set", f"data_root={tmp_path}",
+                                   "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    m = read_manifest(next((tmp_path / "processed" / "easy-vqa").iterdir()))
+    assert m["source"]["format"] == "easy-vqa"
+    assert (m["records_in"], m["accepted"], m["rejected"]) == (5000, 5000, 0)
+    assert m["texts"]["questions"] == 38575 + 9673
+    assert m["splits"]["test"] == 1000 and m["splits"]["train"] + m["splits"]["val"] == 4000
