@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from sourcekit import CFG, read_rows, solid_png, write_json
 
-from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.coco import CocoSource
 from mmcore.data.storage import Storage
-
-CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
-
-
-def _image(path: Path, colour: tuple[int, int, int]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (32, 32), colour).save(path, format="PNG")
-
-
-def _write(path: Path, doc: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-def _read(out: Path, kind: str) -> list[dict]:
-    tables = [pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]
-    return pa.concat_tables(tables).to_pylist() if tables else []
 
 
 @pytest.fixture()
@@ -41,20 +19,20 @@ def coco(tmp_path: Path) -> Path:
     file that is not captions; 6 images: 4 good, one without captions, one whose file is missing."""
     root = tmp_path / "coco"
     for i in (1, 2, 3):
-        _image(root / "train2017" / f"{i:012d}.jpg", (40 * i, 10, 200))
-    _image(root / "images" / "val_7.png", (5, 250, 5))
-    _image(root / "images" / "val_8.png", (5, 5, 250))
-    _write(root / "annotations" / "captions_train2017.json", {
+        solid_png(root / "train2017" / f"{i:012d}.jpg", (40 * i, 10, 200))
+    solid_png(root / "images" / "val_7.png", (5, 250, 5))
+    solid_png(root / "images" / "val_8.png", (5, 5, 250))
+    write_json(root / "annotations" / "captions_train2017.json", {
         "info": {}, "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": 32} for i in (1, 2, 3, 4)],
         "annotations": [{"id": 10, "image_id": 1, "caption": "A red square."},
                         {"id": 11, "image_id": 2, "caption": "A purple square."},
                         {"id": 12, "image_id": 1, "caption": "一个红色方块"},
                         {"id": 13, "image_id": 1, "caption": "Another caption."},
                         {"id": 14, "image_id": 4, "caption": "An image that is not there."}]})
-    _write(root / "annotations" / "captions_val2017.json", {
+    write_json(root / "annotations" / "captions_val2017.json", {
         "images": [{"id": 7, "file_name": "val_7.png"}, {"id": 8, "file_name": "val_8.png"}],
         "annotations": [{"image_id": 8, "caption": "blue"}, {"image_id": 7, "caption": "green"}]})
-    _write(root / "annotations" / "instances_train2017.json", {
+    write_json(root / "annotations" / "instances_train2017.json", {
         "images": [{"id": 1, "file_name": "000000000001.jpg"}],
         "annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 3}]})
     (root / "README.txt").write_text("COCO subset\n")
@@ -85,11 +63,11 @@ def test_ingest_accepts_good_and_rejects_bad_with_reasons(coco, tmp_path):
     report = ingest(open_source(coco), tmp_path / "out", CFG, workers=1)
     assert report.records_in == 6 == report.accepted + report.rejected
     assert (report.accepted, report.rejected) == (4, 2)
-    rejects = {r["sample_id"]: r for r in _read(tmp_path / "out", "rejects")}
+    rejects = {r["sample_id"]: r for r in read_rows(tmp_path / "out", "rejects")}
     assert {k: r["reason"] for k, r in rejects.items()} == {"captions_train2017/3": "no_text",
                                                             "captions_train2017/4": "missing_file"}
     assert "000000000004.jpg" in rejects["captions_train2017/4"]["message"]
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
     assert sorted(samples) == ["captions_train2017/1", "captions_train2017/2", "captions_val2017/7",
                                "captions_val2017/8"]
     assert samples["captions_val2017/7"]["split"] == "val" == samples["captions_val2017/8"]["split"]
@@ -101,9 +79,9 @@ def test_ingest_accepts_good_and_rejects_bad_with_reasons(coco, tmp_path):
 
 def test_top_level_file_pointed_at(tmp_path):
     root = tmp_path / "flat"
-    _image(root / "a.png", (1, 2, 3))
-    _image(root / "sub" / "b.png", (200, 2, 3))
-    ann = _write(root / "my.json", {
+    solid_png(root / "a.png", (1, 2, 3))
+    solid_png(root / "sub" / "b.png", (200, 2, 3))
+    ann = write_json(root / "my.json", {
         "images": [{"id": "a", "file_name": "a.png"}, {"id": "b", "file_name": "sub/b.png"}],
         "annotations": [{"image_id": "b", "caption": "b"}, {"image_id": "a", "caption": "a"}]})
     for source in (open_source(ann), open_source(root)):
@@ -116,18 +94,18 @@ def test_top_level_file_pointed_at(tmp_path):
 
 def test_no_image_found_falls_back_to_images_folder(tmp_path):
     root = tmp_path / "c"
-    _write(root / "captions_test.json", {"images": [{"id": 5, "file_name": "x.jpg"}],
+    write_json(root / "captions_test.json", {"images": [{"id": 5, "file_name": "x.jpg"}],
                                          "annotations": [{"image_id": 5, "caption": "gone"}]})
     (rec,) = open_source(root).records()
     assert (rec.image, rec.split) == ("images/x.jpg", "test")
     report = ingest(open_source(root), tmp_path / "out", CFG)
     assert (report.records_in, report.accepted, report.rejected) == (1, 0, 1)
-    assert _read(tmp_path / "out", "rejects")[0]["reason"] == "missing_file"
+    assert read_rows(tmp_path / "out", "rejects")[0]["reason"] == "missing_file"
 
 
 def test_not_coco_is_not_detected(tmp_path):
     root = tmp_path / "other"
-    _write(root / "data.json", {"images": [{"id": 1, "file_name": "a.png"}],
+    write_json(root / "data.json", {"images": [{"id": 1, "file_name": "a.png"}],
                                 "annotations": [{"image_id": 1, "bbox": [1, 2, 3, 4]}]})
     assert not CocoSource.detect(Storage(root), ["data.json"])
     with pytest.raises(SourceError, match="no COCO captions JSON"):
@@ -171,6 +149,6 @@ def test_many_json_sidecars_are_not_opened_for_detection(tmp_path, monkeypatch):
     import mmcore.data.sources.coco as coco_mod
 
     for i in range(40):
-        _write(tmp_path / f"{i:03d}.json", {"images": [], "annotations": [{"image_id": 1, "caption": "x"}]})
+        write_json(tmp_path / f"{i:03d}.json", {"images": [], "annotations": [{"image_id": 1, "caption": "x"}]})
     monkeypatch.setattr(coco_mod, "_looks_coco", lambda *a: pytest.fail("a sidecar was opened"))
     assert not CocoSource.detect(Storage(tmp_path), sorted(p.name for p in tmp_path.iterdir()))

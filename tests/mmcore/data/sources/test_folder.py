@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sourcekit import CFG, read_rows
 
-from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.folder import FolderSource
-
-CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
 
 
 def _image(path: Path, i: int) -> None:
@@ -22,8 +18,6 @@ def _image(path: Path, i: int) -> None:
     Image.new("RGB", (32, 32), (37 * i % 256, 255 - 29 * i % 256, 61 * i % 256)).save(path)
 
 
-def _read(out: Path, kind: str) -> list[dict]:
-    return pa.concat_tables([pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]).to_pylist()
 
 
 @pytest.fixture()
@@ -54,11 +48,11 @@ def test_images_with_sidecars_and_every_problem(raw, tmp_path):
     report = ingest(open_source(raw, "folder"), tmp_path / "out", CFG, workers=1)
     assert report.records_in == 6 == report.accepted + report.rejected
     assert report.accepted == 2
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
     assert [(c["lang"], c["text"]) for c in samples["a.png"]["captions"]] == [("en", "a red square"),
                                                                               ("zh", "一个红色方块")]
     assert [(c["lang"], c["text"]) for c in samples["sub/B.PNG"]["captions"]] == [("en", "a green square")]
-    rejects = {r["sample_id"]: (r["reason"], r["image_path"]) for r in _read(tmp_path / "out", "rejects")}
+    rejects = {r["sample_id"]: (r["reason"], r["image_path"]) for r in read_rows(tmp_path / "out", "rejects")}
     assert rejects == {"bad.png": ("bad_encoding", None), "empty.png": ("no_text", "empty.png"),
                        "orphan.txt": ("missing_file", None), "sub/deeper/c.jpg": ("no_text", "sub/deeper/c.jpg")}
 

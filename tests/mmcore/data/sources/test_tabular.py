@@ -9,13 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sourcekit import CFG, captions, read_rows
 
-from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.tabular import CsvSource, ParquetSource
-
-CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
 
 
 def _png(i: int) -> bytes:
@@ -30,12 +28,8 @@ def _images(root: Path, *names: str) -> None:
         (root / name).write_bytes(_png(i + 1))
 
 
-def _read(out: Path, kind: str) -> list[dict]:
-    return pa.concat_tables([pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]).to_pylist()
 
 
-def _captions(sample: dict) -> list[tuple[str, str]]:
-    return [(c["lang"], c["text"]) for c in sample["captions"]]
 
 
 def test_csv_groups_rows_per_image_and_reports_bad_rows(tmp_path):
@@ -55,14 +49,14 @@ def test_csv_groups_rows_per_image_and_reports_bad_rows(tmp_path):
 
     assert report.records_in == 8 == report.accepted + report.rejected
     assert report.accepted == 4
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
     assert sorted(samples) == ["images/a.png", "images/b.png", "images/c.png", "images/d.png"]
-    assert _captions(samples["images/a.png"]) == [("en", "a red square"), ("en", 'a red, quoted "square"'),
+    assert captions(samples["images/a.png"]) == [("en", "a red square"), ("en", 'a red, quoted "square"'),
                                                   ("zh", "一个红色方块")]
-    assert _captions(samples["images/b.png"]) == [("en", "a green square"), ("en", "another green one")]
-    assert _captions(samples["images/c.png"]) == [("en", "a caption\nover two lines")]
-    assert _captions(samples["images/d.png"]) == [("zh", "蓝色的方块")]
-    rejects = {r["where"]: r["reason"] for r in _read(tmp_path / "out", "rejects")}
+    assert captions(samples["images/b.png"]) == [("en", "a green square"), ("en", "another green one")]
+    assert captions(samples["images/c.png"]) == [("en", "a caption\nover two lines")]
+    assert captions(samples["images/d.png"]) == [("zh", "蓝色的方块")]
+    rejects = {r["where"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")}
     # the bad rows inside b's group follow it, so b's captions stay one record
     assert rejects == {"captions.csv line 6": "malformed", "captions.csv line 8": "bad_encoding",
                        "captions.csv line 12": "missing_file", "captions.csv line 14": "malformed"}
@@ -83,10 +77,10 @@ def test_tsv_without_header_is_positional_and_a_repeat_is_a_duplicate(tmp_path):
 
     report = ingest(open_source(root / "labels.tsv"), tmp_path / "out", CFG, workers=1)
     assert (report.records_in, report.accepted, report.rejected) == (3, 2, 1)
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
-    assert _captions(samples["a.png"]) == [("en", "one cat"), ("zh", "一只猫")]
-    assert _captions(samples["b.png"]) == [("en", "two, dogs")]  # a comma is not a TSV delimiter
-    assert [r["reason"] for r in _read(tmp_path / "out", "rejects")] == ["duplicate"]
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    assert captions(samples["a.png"]) == [("en", "one cat"), ("zh", "一只猫")]
+    assert captions(samples["b.png"]) == [("en", "two, dogs")]  # a comma is not a TSV delimiter
+    assert [r["reason"] for r in read_rows(tmp_path / "out", "rejects")] == ["duplicate"]
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -117,11 +111,11 @@ def test_parquet_bytes_column_with_ids_lang_and_qa(tmp_path):
     assert isinstance(open_source(root), ParquetSource)
     report = ingest(open_source(root / "train.parquet", "parquet"), tmp_path / "out", CFG, workers=1)
     assert (report.records_in, report.accepted, report.rejected) == (5, 2, 3)
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
-    assert _captions(samples["s1"]) == [("en", "a red square")]
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    assert captions(samples["s1"]) == [("en", "a red square")]
     assert samples["s1"]["qa"] == [{"question": "what color is it?", "answer": "red", "type": "other"}]
-    assert _captions(samples["s2"]) == [("zh", "蓝色的方块")]
-    rejects = {r["sample_id"]: r["reason"] for r in _read(tmp_path / "out", "rejects")}
+    assert captions(samples["s2"]) == [("zh", "蓝色的方块")]
+    rejects = {r["sample_id"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")}
     assert rejects == {"s3": "no_text", "s4": "missing_file", "s5": "undecodable"}
 
 
@@ -142,13 +136,13 @@ def test_parquet_folder_of_hf_structs_and_path_columns(tmp_path):
     assert source.annotation_files() == ["data/train-0.parquet", "data/train-1.parquet"]
     report = ingest(source, tmp_path / "out", CFG, workers=1)
     assert (report.records_in, report.accepted, report.rejected) == (4, 3, 1)
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
-    assert _captions(samples["data/train-0.parquet#1"]) == [("en", "one square")]
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    assert captions(samples["data/train-0.parquet#1"]) == [("en", "one square")]
     assert samples["data/train-0.parquet#1"]["image_path"] == "x.png"
-    assert _captions(samples["data/train-0.parquet#2"]) == [("zh", "二")]
+    assert captions(samples["data/train-0.parquet#2"]) == [("zh", "二")]
     assert samples["data/train-0.parquet#2"]["image_path"] == "imgs/p.png"
-    assert _captions(samples["data/train-1.parquet#1"]) == [("en", "first"), ("zh", "第二")]
-    rejects = _read(tmp_path / "out", "rejects")
+    assert captions(samples["data/train-1.parquet#1"]) == [("en", "first"), ("zh", "第二")]
+    rejects = read_rows(tmp_path / "out", "rejects")
     assert [(r["sample_id"], r["reason"], r["where"]) for r in rejects] == [
         ("data/train-1.parquet#2", "no_text", "data/train-1.parquet row 2")]
 

@@ -5,34 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from sourcekit import CFG, read_rows, solid_png, write_json
 
-from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.vqa import EasyVQASource, VQASource, easy_qa_type
 from mmcore.data.storage import Storage
-
-CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
-
-
-def _image(path: Path, colour: tuple[int, int, int]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (32, 32), colour).save(path, format="PNG")
-
-
-def _write(path: Path, doc: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc), encoding="utf-8")
-    return path
-
-
-def _read(out: Path, kind: str) -> list[dict]:
-    tables = [pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]
-    return pa.concat_tables(tables).to_pylist() if tables else []
 
 
 def _q(qid: int, image_id: int, text: str) -> dict:
@@ -49,20 +28,20 @@ def vqa(tmp_path: Path) -> Path:
     """A train pair and a val pair; train image 42 has no file, image 77 has a question without an answer."""
     root = tmp_path / "vqa"
     for i, image_id in enumerate((9, 25, 77)):
-        _image(root / "train2014" / f"COCO_train2014_{image_id:012d}.jpg", (60 * i, 100, 30))
-    _image(root / "val2014" / f"COCO_val2014_{5:012d}.jpg", (3, 3, 230))
-    _image(root / "other" / "9.png", (250, 250, 0))  # same id, other folder: the train2014/ one is preferred
-    _write(root / "v2_OpenEnded_mscoco_train2014_questions.json", {"info": {}, "questions": [
+        solid_png(root / "train2014" / f"COCO_train2014_{image_id:012d}.jpg", (60 * i, 100, 30))
+    solid_png(root / "val2014" / f"COCO_val2014_{5:012d}.jpg", (3, 3, 230))
+    solid_png(root / "other" / "9.png", (250, 250, 0))  # same id, other folder: the train2014/ one is preferred
+    write_json(root / "v2_OpenEnded_mscoco_train2014_questions.json", {"info": {}, "questions": [
         _q(90, 9, "What color is the cat?"), _q(250, 25, "How many dogs?"), _q(91, 9, "Is it a cat?"),
         _q(420, 42, "Where is it?"), _q(770, 77, "Is it day?"), _q(771, 77, "Is it night?")]})
-    _write(root / "v2_mscoco_train2014_annotations.json", {"annotations": [
+    write_json(root / "v2_mscoco_train2014_annotations.json", {"annotations": [
         _a(90, 9, ["black", "black", "gray"], multiple_choice_answer="Black", answer_type="other"),
         _a(91, 9, ["yes", "no", "yes"]),
         _a(250, 25, ["3", "2", "3", "2"], answer_type="number"),
         _a(420, 42, ["park"], multiple_choice_answer="park"),
         _a(771, 77, ["no"])]})
-    _write(root / "v2_OpenEnded_mscoco_val2014_questions.json", {"questions": [_q(50, 5, "Is it blue?")]})
-    _write(root / "v2_mscoco_val2014_annotations.json", {"annotations": [_a(50, 5, ["yes"], answer_type="yes/no")]})
+    write_json(root / "v2_OpenEnded_mscoco_val2014_questions.json", {"questions": [_q(50, 5, "Is it blue?")]})
+    write_json(root / "v2_mscoco_val2014_annotations.json", {"annotations": [_a(50, 5, ["yes"], answer_type="yes/no")]})
     return root
 
 
@@ -88,8 +67,8 @@ def test_vqa_ingest(vqa, tmp_path):
     report = ingest(open_source(vqa), tmp_path / "out", CFG, workers=1)
     assert report.records_in == 5 == report.accepted + report.rejected
     assert (report.accepted, report.rejected) == (3, 2)
-    assert sorted(r["reason"] for r in _read(tmp_path / "out", "rejects")) == ["malformed", "missing_file"]
-    samples = {s["sample_id"].rsplit("/", 1)[1]: s for s in _read(tmp_path / "out", "samples")}
+    assert sorted(r["reason"] for r in read_rows(tmp_path / "out", "rejects")) == ["malformed", "missing_file"]
+    samples = {s["sample_id"].rsplit("/", 1)[1]: s for s in read_rows(tmp_path / "out", "samples")}
     assert sorted(samples) == ["25", "5", "9"]
     assert samples["9"]["qa"] == [{"question": "What color is the cat?", "answer": "black", "type": "other"},
                                   {"question": "Is it a cat?", "answer": "yes", "type": "other"}]
@@ -99,9 +78,9 @@ def test_vqa_ingest(vqa, tmp_path):
 
 def test_vqa_single_pair_with_any_names_and_file_pointed_at(tmp_path):
     root = tmp_path / "one"
-    _image(root / "12.png", (10, 20, 30))
-    _write(root / "my_questions.json", {"questions": [_q(1, 12, "what?")]})
-    _write(root / "answers_annotations_v1.json", {"annotations": [_a(1, 12, ["this"])]})
+    solid_png(root / "12.png", (10, 20, 30))
+    write_json(root / "my_questions.json", {"questions": [_q(1, 12, "what?")]})
+    write_json(root / "answers_annotations_v1.json", {"annotations": [_a(1, 12, ["this"])]})
     for source in (open_source(root), open_source(root / "my_questions.json"),
                    open_source(root / "answers_annotations_v1.json", "vqa")):
         assert isinstance(source, VQASource)
@@ -124,17 +103,17 @@ def test_vqa_single_pair_with_any_names_and_file_pointed_at(tmp_path):
      r"v2_a_annotations\.json: annotations\[0\] must be an object"),
 ])
 def test_vqa_malformed_file_fails_before_any_record(tmp_path, name, text, expected):
-    _write(tmp_path / "v2_a_questions.json", {"questions": [_q(1, 3, "what?")]})
-    _write(tmp_path / "v2_a_annotations.json", {"annotations": [_a(1, 3, ["x"])]})
+    write_json(tmp_path / "v2_a_questions.json", {"questions": [_q(1, 3, "what?")]})
+    write_json(tmp_path / "v2_a_annotations.json", {"annotations": [_a(1, 3, ["x"])]})
     (tmp_path / name).write_text(text, encoding="utf-8")
     with pytest.raises(SourceError, match=expected):
         open_source(tmp_path, "vqa")
 
 
 def test_vqa_unpairable_files_fail(tmp_path):
-    _write(tmp_path / "x_train_questions.json", {"questions": []})
-    _write(tmp_path / "x_val_annotations.json", {"annotations": []})
-    _write(tmp_path / "x_test_annotations.json", {"annotations": []})
+    write_json(tmp_path / "x_train_questions.json", {"questions": []})
+    write_json(tmp_path / "x_val_annotations.json", {"annotations": []})
+    write_json(tmp_path / "x_test_annotations.json", {"annotations": []})
     with pytest.raises(SourceError, match=r"cannot pair .*x_train_questions\.json"):
         open_source(tmp_path, "vqa")
 
@@ -147,14 +126,14 @@ def easy(tmp_path: Path) -> Path:
     """train: ids 0, 1, 2 (no questions), 3 (no png), 10; test: ids 0, 1."""
     root = tmp_path / "easy"
     for i in (0, 1, 2, 10):
-        _image(root / "train" / "images" / f"{i}.png", (20 * i, 200, 90))
+        solid_png(root / "train" / "images" / f"{i}.png", (20 * i, 200, 90))
     for i in (0, 1):
-        _image(root / "test" / "images" / f"{i}.png", (200, 20 * i, 90))
-    _write(root / "train" / "questions.json", [
+        solid_png(root / "test" / "images" / f"{i}.png", (200, 20 * i, 90))
+    write_json(root / "train" / "questions.json", [
         ["what is the blue shape?", "circle", 0], ["what color is the shape?", "blue", 0],
         ["is there a red shape?", "no", 1], ["what shape is in the image?", "triangle", 10],
         ["does the image contain a circle?", "Yes", 3], ["what is the colour of the triangle?", "red", 10]])
-    _write(root / "test" / "questions.json", [["is there not a gray shape?", "yes", 1], ["what?", "x", 0]])
+    write_json(root / "test" / "questions.json", [["is there not a gray shape?", "yes", 1], ["what?", "x", 0]])
     return root
 
 
@@ -177,9 +156,9 @@ def test_easy_vqa_ingest(easy, tmp_path):
     report = ingest(open_source(easy), tmp_path / "out", CFG, workers=1)
     assert report.records_in == 7 == report.accepted + report.rejected
     assert (report.accepted, report.rejected) == (5, 2)
-    assert {r["sample_id"]: r["reason"] for r in _read(tmp_path / "out", "rejects")} == {
+    assert {r["sample_id"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")} == {
         "train/2": "no_text", "train/3": "missing_file"}
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
     assert samples["test/1"]["split"] == "test" == samples["test/0"]["split"]
     assert samples["test/1"]["qa"] == [{"question": "is there not a gray shape?", "answer": "yes", "type": "yes/no"}]
     assert samples["test/0"]["qa"][0]["type"] == "other"
@@ -218,5 +197,5 @@ def test_easy_vqa_malformed_file_fails_before_any_record(easy, text, expected):
 
 
 def test_easy_vqa_not_detected_for_other_questions_json(tmp_path):
-    _write(tmp_path / "questions.json", {"questions": [_q(1, 1, "what?")]})
+    write_json(tmp_path / "questions.json", {"questions": [_q(1, 1, "what?")]})
     assert not EasyVQASource.detect(Storage(tmp_path), ["questions.json"])

@@ -7,17 +7,13 @@ import json
 import tarfile
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sourcekit import CFG, captions, read_rows
 
-from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.webdataset import WebDatasetSource
-
-CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
 
 
 def _image(i: int, fmt: str = "PNG") -> bytes:
@@ -39,12 +35,8 @@ def _json(data: object) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode()
 
 
-def _read(out: Path, kind: str) -> list[dict]:
-    return pa.concat_tables([pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]).to_pylist()
 
 
-def _captions(sample: dict) -> list[tuple[str, str]]:
-    return [(c["lang"], c["text"]) for c in sample["captions"]]
 
 
 def test_shards_of_samples_with_every_problem(tmp_path):
@@ -68,16 +60,16 @@ def test_shards_of_samples_with_every_problem(tmp_path):
     report = ingest(open_source(root, "webdataset"), tmp_path / "out", CFG, workers=1)
     assert report.records_in == 8 == report.accepted + report.rejected
     assert report.accepted == 4
-    samples = {s["sample_id"]: s for s in _read(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
     assert sorted(samples) == ["shard-000.tar/000", "shard-000.tar/001", "shard-000.tar/002",
                                "shard-001.tar.gz/sub/x"]
-    assert _captions(samples["shard-000.tar/000"]) == [("en", "a red square"), ("zh", "一个红色方块")]
+    assert captions(samples["shard-000.tar/000"]) == [("en", "a red square"), ("zh", "一个红色方块")]
     assert samples["shard-000.tar/000"]["image_path"] == "000.jpg"
-    assert _captions(samples["shard-000.tar/001"]) == [("en", "a green square")]
+    assert captions(samples["shard-000.tar/001"]) == [("en", "a green square")]
     assert samples["shard-000.tar/001"]["qa"] == [{"question": "what color?", "answer": "green", "type": "other"}]
-    assert _captions(samples["shard-000.tar/002"]) == [("zh", "蓝色")]
-    assert _captions(samples["shard-001.tar.gz/sub/x"]) == [("en", "a yellow square")]
-    rejects = {r["sample_id"]: r["reason"] for r in _read(tmp_path / "out", "rejects")}
+    assert captions(samples["shard-000.tar/002"]) == [("zh", "蓝色")]
+    assert captions(samples["shard-001.tar.gz/sub/x"]) == [("en", "a yellow square")]
+    rejects = {r["sample_id"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")}
     assert rejects == {"shard-000.tar/003": "no_text", "shard-000.tar/004": "missing_file",
                        "shard-000.tar/005": "malformed", "shard-000.tar/006": "bad_encoding"}
 
