@@ -2,8 +2,10 @@
 
 From the repository root:
 
-    .venv/bin/python -m bench.ingest_bench                  # defaults: about 8 minutes on a 2-core CPU
-    .venv/bin/python -m bench.ingest_bench --images 300 --memory-sizes 1000,10000 --feature-rows 2000  # ~1 min
+    .venv/bin/python -m bench.ingest_bench    # defaults: ~4.5 min on a 2-core CPU, ~2.5 min more the first time
+    .venv/bin/python -m bench.ingest_bench --images 200 --memory-sizes 500,2000 --feature-rows 1000  # < 1 min
+
+The first run generates and caches the images (2,000 JPEGs ~100 s, 100,000 tiny PNGs ~35 s) under --work.
 
 Three measurements in one run; prints markdown tables and writes bench/results/ingest.json:
 
@@ -12,16 +14,16 @@ a. Ingest throughput on the same `--images` photo-like 640x480 JPEGs (canonical 
    (Pillow open, convert("RGB"), resize to 64x64, PNG-encode, write a file; no draft mode) vs
    `ingest(..., workers=1)` vs `ingest(..., workers=2)`. Best of `--repeat` runs each, runs interleaved,
    every run into a fresh output folder. Also the CPU seconds of the main process and of its pool.
-
-The machine may be shared: before every timed run the benchmark waits (up to `--idle-wait` s) for the
-other processes' CPU use to drop below 0.15 cores, and it records their load during each run, so a number
-measured under contention is visible as such in the JSON ("others_cores").
 b. Peak RSS of `ingest(..., workers=1)` on tiny distinct 16x16 PNGs at each of `--memory-sizes`
    records, each ingest in a fresh subprocess (peak RSS = the child's own VmHWM, see _peak_rss_mb).
 c. Writing and reading a feature matrix (`--feature-rows` x 256 embedding + rows x G*cells grid, G=664
    and cells=16 as the demo preset's multi-scale mobilenet_v3_small) with `shards.write_table` and a
    FixedSizeList schema, read back with pyarrow + `fixed_list_to_numpy`, vs np.save/np.load, and two
    alternative Parquet layouts (uncompressed FixedSizeList; one fixed-size binary blob per row).
+
+The machine may be shared: before every timed run the benchmark waits (up to `--idle-wait` s) for the
+other processes' CPU use to drop below 0.15 cores, and it records their load during each run, so a number
+measured under contention is visible as such in the JSON ("others_cores").
 """
 
 from __future__ import annotations
