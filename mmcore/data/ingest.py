@@ -187,6 +187,7 @@ def _ordered_map(uri: str, cfg: IngestConfig, items: Iterable[tuple], workers: i
             yield process_record(uri, cfg, *item)
         return
     ctx = multiprocessing.get_context("forkserver")  # fork is unsafe from a threaded orchestrator
+    ctx.set_forkserver_preload([__name__])  # workers fork from a server that has imported this module already
     window: deque[Future] = deque()
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_env, initargs=(env,)) as pool:
