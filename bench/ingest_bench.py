@@ -17,9 +17,10 @@ a. Ingest throughput on the same `--images` photo-like 640x480 JPEGs (canonical 
 b. Peak RSS of `ingest(..., workers=1)` on tiny distinct 16x16 PNGs at each of `--memory-sizes`
    records, each ingest in a fresh subprocess (peak RSS = the child's own VmHWM, see _peak_rss_mb).
 c. Writing and reading a feature matrix (`--feature-rows` x 256 embedding + rows x G*cells grid, G=664
-   and cells=16 as the demo preset's multi-scale mobilenet_v3_small) with `shards.write_table` and a
-   FixedSizeList schema, read back with pyarrow + `fixed_list_to_numpy`, vs np.save/np.load, and two
-   alternative Parquet layouts (uncompressed FixedSizeList; one fixed-size binary blob per row).
+   and cells=16 as the demo preset's multi-scale mobilenet_v3_small) as the feature shards store it (one
+   fixed-size float32 byte string per row: `shards.vectors` + `write_table`, read with
+   `vectors_to_numpy`), vs np.save/np.load, and the FixedSizeList<float32> layout the shards had before
+   (zstd and uncompressed).
 
 The machine may be shared: before every timed run the benchmark waits (up to `--idle-wait` s) for the
 other processes' CPU use to drop below 0.15 cores, and it records their load during each run, so a number
@@ -48,7 +49,7 @@ from PIL import Image
 
 from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
-from mmcore.data.shards import fixed_list_to_numpy, write_table
+from mmcore.data.shards import vectors, vectors_to_numpy, write_table
 from mmcore.data.sources import open_source
 
 REPO = Path(__file__).resolve().parent.parent
@@ -387,18 +388,8 @@ def bench_memory(work: Path, sizes: list[int], trace: bool) -> dict:
 # --- c. feature shard I/O -----------------------------------------------------------------------------
 
 
-def _fsl(matrix: np.ndarray) -> pa.Array:  # as mmcore.features._fixed
+def _fsl(matrix: np.ndarray) -> pa.Array:  # the layout feature shards had before
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-
-
-def _blob(matrix: np.ndarray) -> pa.Array:
-    width = matrix.shape[1] * matrix.itemsize
-    return pa.Array.from_buffers(pa.binary(width), len(matrix), [None, pa.py_buffer(matrix)])
-
-
-def _from_blob(column: pa.ChunkedArray, width: int) -> np.ndarray:
-    parts = [np.frombuffer(c.buffers()[1], np.float32, len(c) * width, c.offset * width * 4) for c in column.chunks]
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(-1, width)
 
 
 def bench_shards(work: Path, rows: int, grid_channels: int, cells: int, repeat: int, idle_wait: float) -> dict:
@@ -421,32 +412,29 @@ def bench_shards(work: Path, rows: int, grid_channels: int, cells: int, repeat: 
     def r_npy() -> tuple[np.ndarray, np.ndarray]:
         return np.load(folder / "emb.npy"), np.load(folder / "grid.npy")
 
-    def w_fsl(compression: str | None) -> None:
+    def w_fsl(compression: str) -> None:
         table = pa.table({"image_embedding": _fsl(emb), "image_grid": _fsl(grid)}, schema=fsl_schema)
-        if compression == "zstd":
-            write_table(folder / "fsl-zstd.parquet", table, {"cells": cells})  # the project's writer
-        else:
-            pq.write_table(table, folder / "fsl-none.parquet", compression="none")
+        pq.write_table(table, folder / f"fsl-{compression}.parquet", compression=compression)
 
     def r_fsl(compression: str) -> tuple[np.ndarray, np.ndarray]:
         t = pq.read_table(folder / f"fsl-{compression}.parquet")
-        return fixed_list_to_numpy(t["image_embedding"], emb_dim), fixed_list_to_numpy(t["image_grid"], grid_dim)
+        return vectors_to_numpy(t["image_embedding"]), vectors_to_numpy(t["image_grid"])
 
-    def w_blob() -> None:
-        table = pa.table({"image_embedding": _blob(emb), "image_grid": _blob(grid)})
-        pq.write_table(table, folder / "blob-zstd.parquet", compression="zstd", use_dictionary=False,
-                       write_statistics=False)
+    def w_vectors() -> None:  # the project's feature shards: mmcore.data.shards.vectors + write_table
+        table = pa.table({"image_embedding": vectors(emb), "image_grid": vectors(grid)})
+        write_table(folder / "vectors-zstd.parquet", table, {"cells": cells})
 
-    def r_blob() -> tuple[np.ndarray, np.ndarray]:
-        t = pq.read_table(folder / "blob-zstd.parquet")
-        return _from_blob(t["image_embedding"], emb_dim), _from_blob(t["image_grid"], grid_dim)
+    def r_vectors() -> tuple[np.ndarray, np.ndarray]:
+        t = pq.read_table(folder / "vectors-zstd.parquet")
+        return vectors_to_numpy(t["image_embedding"]), vectors_to_numpy(t["image_grid"])
 
     methods = {
         "np.save / np.load (.npy)": (w_npy, r_npy, ["emb.npy", "grid.npy"]),
-        "Parquet FixedSizeList, zstd (write_table)": (lambda: w_fsl("zstd"), lambda: r_fsl("zstd"),
-                                                      ["fsl-zstd.parquet"]),
-        "Parquet FixedSizeList, uncompressed": (lambda: w_fsl(None), lambda: r_fsl("none"), ["fsl-none.parquet"]),
-        "Parquet fixed-size binary blob per row, zstd": (w_blob, r_blob, ["blob-zstd.parquet"]),
+        "Parquet vector bytes per row, zstd (the project's write_table)": (w_vectors, r_vectors,
+                                                                           ["vectors-zstd.parquet"]),
+        "Parquet FixedSizeList, zstd (the layout before)": (lambda: w_fsl("zstd"), lambda: r_fsl("zstd"),
+                                                            ["fsl-zstd.parquet"]),
+        "Parquet FixedSizeList, uncompressed": (lambda: w_fsl("none"), lambda: r_fsl("none"), ["fsl-none.parquet"]),
     }
     results = {}
     for name, (write, read, files) in methods.items():

@@ -13,7 +13,16 @@ import pyarrow.parquet as pq
 import torch
 
 from mmcore.data.dataset import read_manifest
-from mmcore.data.shards import decode_png, features_schema, fixed_list_to_numpy, read_metadata, read_tables, write_table
+from mmcore.data.shards import (
+    decode_png,
+    features_schema,
+    read_metadata,
+    read_tables,
+    vector_lists_to_numpy,
+    vectors,
+    vectors_to_numpy,
+    write_table,
+)
 from mmcore.io import combined_digest, file_sha256, read_json, write_json
 from mmcore.models.contrastive import DualEncoder
 from mmcore.training.loop import pad_batch
@@ -44,29 +53,23 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
     txt = [model.encode_text(pad_batch(flat[i : i + batch_size]).to(device)).cpu()
            for i in range(0, len(flat), batch_size)]
     txt_all = torch.cat(txt).numpy() if txt else np.zeros((0, model.image_proj.out_features), np.float32)
-    text_rows, k = [], 0
-    for caps in caption_ids:
-        text_rows.append(txt_all[k : k + len(caps)].tolist())
-        k += len(caps)
+    counts = np.array([len(caps) for caps in caption_ids], dtype=np.int32)
+    text_rows = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)),
+                                         vectors(txt_all))
     enc = model.image_encoder
     schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid_channels, enc.grid**2)
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)  # noqa: E731
     columns = {
         "sample_id": samples["sample_id"],
         "split": samples["split"],
-        "image_embedding": _fixed(cat(emb)),
-        "image_pooled": _fixed(cat(pooled)),
-        "image_grid": _fixed(cat(grid)),
+        "image_embedding": vectors(cat(emb)),
+        "image_pooled": vectors(cat(pooled)),
+        "image_grid": vectors(cat(grid)),
         "text_embeddings": text_rows,
         "caption_langs": [[c["lang"] for c in caps] for caps in samples["captions"].to_pylist()],
     }
     write_table(out_path, pa.table(columns, schema=schema), {"spec": spec, "cells": enc.grid**2})
     return {"path": out_path.name, "rows": len(blobs), "skipped": False}
-
-
-def _fixed(matrix: np.ndarray) -> pa.Array:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
 def write_manifest(features_dir: str | Path, shards: list[dict[str, Any]], encoder_path: str | Path,
@@ -117,17 +120,14 @@ def load_features(features_dir: str | Path, processed_dir: str | Path, splits: t
                            "re-run the extract stage")
     mask = pc.is_in(feats["split"], pa.array(list(splits)))
     feats, samples, tokens = feats.filter(mask), samples.filter(mask), tokens.filter(mask)
-    emb_dim = feats.schema.field("image_embedding").type.list_size
-    feat_dim = feats.schema.field("image_pooled").type.list_size
     cells = int(read_metadata(features_dir / fman["shards"][0]["path"])["cells"]) if fman["shards"] else 1
-    grid = fixed_list_to_numpy(feats["image_grid"], feats.schema.field("image_grid").type.list_size)
+    grid = vectors_to_numpy(feats["image_grid"])
     return FeatureSet(
         sample_ids=feats["sample_id"].to_pylist(),
-        image_embedding=fixed_list_to_numpy(feats["image_embedding"], emb_dim),
-        pooled=fixed_list_to_numpy(feats["image_pooled"], feat_dim),
+        image_embedding=vectors_to_numpy(feats["image_embedding"]),
+        pooled=vectors_to_numpy(feats["image_pooled"]),
         grid=grid.reshape(len(grid), -1, cells),  # (N, G, cells)
-        text_embeddings=[np.asarray(t, dtype=np.float32).reshape(-1, emb_dim)
-                         for t in feats["text_embeddings"].to_pylist()],
+        text_embeddings=vector_lists_to_numpy(feats["text_embeddings"]),
         captions=samples["captions"].to_pylist(),
         caption_ids=tokens["caption_ids"].to_pylist(),
         qa=samples["qa"].to_pylist(),

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from mmcore.data.images import to_rgb_square
-from mmcore.data.shards import fixed_list_to_numpy
+from mmcore.data.shards import vectors_to_numpy
 from mmcore.io import read_json, write_json
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training.contrastive import load_encoder
@@ -64,8 +64,7 @@ class Predictor:
         index = pq.read_table(bundle / "index.parquet")
         self.index_ids = index["sample_id"].to_pylist()
         self.index_paths = index["image_path"].to_pylist()
-        width = index.schema.field("image_embedding").type.list_size
-        self.index_emb = torch.from_numpy(fixed_list_to_numpy(index["image_embedding"], width).copy())
+        self.index_emb = torch.from_numpy(vectors_to_numpy(index["image_embedding"]).copy())
 
     def _images(self, images: list[bytes]) -> torch.Tensor:
         size = self.meta["image_size"]

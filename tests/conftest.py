@@ -58,6 +58,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import pyarrow as pa
 
     from mmcore.config import EncoderConfig
+    from mmcore.data.shards import vectors
     from mmcore.inference import write_bundle
     from mmcore.models.contrastive import build_dual_encoder
     from mmcore.models.heads import CaptionDecoder, VQAHead
@@ -80,6 +81,6 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_heads(heads, tmp / "heads.pt")
     emb = np.eye(5, 16, dtype=np.float32)
     index = pa.table({"sample_id": [f"s{i}" for i in range(5)], "image_path": [f"images/{i}.png" for i in range(5)],
-                      "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 16)})
+                      "image_embedding": vectors(emb)})
     return write_bundle(tmp / "out", tmp / "encoder.pt", tmp / "heads.pt", tmp / "tokenizer.json", index,
                         {"image_size": 32, "max_text_len": 16, "max_caption_len": 6})

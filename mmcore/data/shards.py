@@ -48,14 +48,23 @@ REJECTS = pa.schema([
 ])
 
 
+def vector_type(width: int) -> pa.DataType:
+    """A float32 vector of `width` values stored as fixed-size little-endian bytes.
+
+    Parquet decodes this 5x faster than a FixedSizeList<float32> of the same values, at the same file
+    size (BENCHMARKS.md, "Feature shard write and read").
+    """
+    return pa.binary(width * 4)
+
+
 def features_schema(embed_dim: int, pooled_dim: int, grid_dim: int, cells: int) -> pa.Schema:
     return pa.schema([
         ("sample_id", pa.string()),
         ("split", pa.string()),
-        ("image_embedding", pa.list_(pa.float32(), embed_dim)),
-        ("image_pooled", pa.list_(pa.float32(), pooled_dim)),
-        ("image_grid", pa.list_(pa.float32(), grid_dim * cells)),  # (G, g*g) row-major
-        ("text_embeddings", pa.list_(pa.list_(pa.float32(), embed_dim))),  # one per caption
+        ("image_embedding", vector_type(embed_dim)),
+        ("image_pooled", vector_type(pooled_dim)),
+        ("image_grid", vector_type(grid_dim * cells)),  # (G, g*g) row-major
+        ("text_embeddings", pa.list_(vector_type(embed_dim))),  # one per caption
         ("caption_langs", pa.list_(pa.string())),
     ])
 
@@ -66,9 +75,20 @@ def write_table(path: str | Path, table: pa.Table, metadata: dict[str, Any] | No
         meta = dict(table.schema.metadata or {})
         meta[b"mmcore"] = json.dumps(metadata, sort_keys=True).encode()
         table = table.replace_schema_metadata(meta)
+    options: dict[str, Any] = {}
+    vector_columns = {f.name for f in table.schema if _holds_vectors(f.type)}
+    if vector_columns:  # dictionaries and min/max statistics of unique float bytes only cost time
+        plain = [name for name in table.column_names if name not in vector_columns]
+        options = {"use_dictionary": plain, "write_statistics": plain}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", **options)
     return Path(path)
+
+
+def _holds_vectors(dtype: pa.DataType) -> bool:
+    if pa.types.is_list(dtype):
+        dtype = dtype.value_type
+    return pa.types.is_fixed_size_binary(dtype)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -87,8 +107,34 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB")).transpose(2, 0, 1).copy()
 
 
-def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
-    """A FixedSizeList<float32> column -> (N, width) float32 without going through Python lists."""
+def vectors(matrix: np.ndarray) -> pa.Array:
+    """(N, W) float -> a column of N vectors (vector_type(W)), sharing the matrix's memory."""
+    m = np.ascontiguousarray(matrix, dtype="<f4")
+    if m.ndim != 2:
+        raise ValueError(f"expected an (N, W) matrix, got shape {m.shape}")
+    return pa.Array.from_buffers(vector_type(m.shape[1]), len(m), [None, pa.py_buffer(m)])
+
+
+def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A vector column (or a FixedSizeList<float32> one, as older shards have) -> (N, W) float32."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    if pa.types.is_fixed_size_list(column.type):
+        width = column.type.list_size
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    if not pa.types.is_fixed_size_binary(column.type) or column.type.byte_width % 4:
+        raise TypeError(f"expected a float32 vector column, got {column.type}")
+    if column.null_count:
+        raise ValueError(f"vector column has {column.null_count} missing values")
+    width = column.type.byte_width // 4
+    data = np.frombuffer(column.buffers()[1], dtype="<f4", count=(column.offset + len(column)) * width)
+    return data[column.offset * width :].reshape(-1, width)
+
+
+def vector_lists_to_numpy(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
+    """A list<vector> column -> one (n_i, W) float32 array per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = vectors_to_numpy(column.flatten())
+    offsets = column.offsets.to_numpy()
+    return [flat[a - offsets[0] : b - offsets[0]] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]

@@ -31,7 +31,6 @@ from mmcore.data.sources import SourceError, open_source
 from mmcore.data.storage import OutsideRoot, Storage
 from mmcore.data.synth import generate_shapes
 
-
 BUCKET = "mm-test"
 CFG = IngestConfig(image_size=32, shard_size=16, min_side=16)
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",

@@ -1,0 +1,41 @@
+"""Vector columns: float32 matrices stored as fixed-size bytes per row, read back exactly and fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmcore.data.shards import read_metadata, vector_lists_to_numpy, vectors, vectors_to_numpy, write_table
+
+
+def test_vectors_round_trip_through_parquet_exactly(tmp_path):
+    m = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float32)
+    per_row = [m[:2], m[2:2], m[2:5]]  # 2, 0 and 3 vectors
+    offsets = pa.array([0, 2, 2, 5], pa.int32())
+    table = pa.table({"id": [str(i) for i in range(50)], "v": vectors(m)})
+    lists = pa.table({"l": pa.ListArray.from_arrays(offsets, vectors(m[:5]))})
+    write_table(tmp_path / "v.parquet", table, {"cells": 4})
+    write_table(tmp_path / "l.parquet", lists)
+    back = pq.read_table(tmp_path / "v.parquet")
+    assert np.array_equal(vectors_to_numpy(back["v"]), m) and read_metadata(tmp_path / "v.parquet") == {"cells": 4}
+    assert np.array_equal(vectors_to_numpy(back["v"].combine_chunks().slice(10, 5)), m[10:15])  # offsets honoured
+    got = vector_lists_to_numpy(pq.read_table(tmp_path / "l.parquet")["l"])
+    assert [g.shape for g in got] == [(2, 7), (0, 7), (3, 7)]
+    assert all(np.array_equal(g, want) for g, want in zip(got, per_row, strict=True))
+    encodings = pq.ParquetFile(tmp_path / "v.parquet").metadata.row_group(0).column(1).encodings
+    assert "RLE_DICTIONARY" not in encodings  # unique float bytes are not worth a dictionary
+
+
+def test_older_fixed_size_list_columns_still_read():
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), 3)
+    assert np.array_equal(vectors_to_numpy(pa.chunked_array([column])), m)
+
+
+def test_wrong_columns_are_clear_errors():
+    with pytest.raises(TypeError, match="float32 vector column"):
+        vectors_to_numpy(pa.array(["a", "b"]))
+    with pytest.raises(ValueError, match="shape"):
+        vectors(np.zeros(3, np.float32))
