@@ -422,16 +422,16 @@ def bench_shards(work: Path, rows: int, grid_channels: int, cells: int, repeat: 
 
     def w_vectors() -> None:  # the project's feature shards: mmcore.data.shards.vectors + write_table
         table = pa.table({"image_embedding": vectors(emb), "image_grid": vectors(grid)})
-        write_table(folder / "vectors-zstd.parquet", table, {"cells": cells})
+        write_table(folder / "vectors.parquet", table, {"cells": cells})
 
     def r_vectors() -> tuple[np.ndarray, np.ndarray]:
-        t = pq.read_table(folder / "vectors-zstd.parquet")
+        t = pq.read_table(folder / "vectors.parquet")
         return vectors_to_numpy(t["image_embedding"]), vectors_to_numpy(t["image_grid"])
 
     methods = {
         "np.save / np.load (.npy)": (w_npy, r_npy, ["emb.npy", "grid.npy"]),
-        "Parquet vector bytes per row, zstd (the project's write_table)": (w_vectors, r_vectors,
-                                                                           ["vectors-zstd.parquet"]),
+        "Parquet vector bytes per row, uncompressed (the project's write_table)": (w_vectors, r_vectors,
+                                                                           ["vectors.parquet"]),
         "Parquet FixedSizeList, zstd (the layout before)": (lambda: w_fsl("zstd"), lambda: r_fsl("zstd"),
                                                             ["fsl-zstd.parquet"]),
         "Parquet FixedSizeList, uncompressed": (lambda: w_fsl("none"), lambda: r_fsl("none"), ["fsl-none.parquet"]),

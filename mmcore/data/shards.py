@@ -51,8 +51,8 @@ REJECTS = pa.schema([
 def vector_type(width: int) -> pa.DataType:
     """A float32 vector of `width` values stored as fixed-size little-endian bytes.
 
-    Parquet decodes this 5x faster than a FixedSizeList<float32> of the same values, at the same file
-    size (BENCHMARKS.md, "Feature shard write and read").
+    Parquet decodes this several times faster than a FixedSizeList<float32> of the same values, and a
+    column of them can be viewed as an (N, width) array without a copy (BENCHMARKS.md, "Feature shards").
     """
     return pa.binary(width * 4)
 
@@ -75,13 +75,16 @@ def write_table(path: str | Path, table: pa.Table, metadata: dict[str, Any] | No
         meta = dict(table.schema.metadata or {})
         meta[b"mmcore"] = json.dumps(metadata, sort_keys=True).encode()
         table = table.replace_schema_metadata(meta)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"compression": "zstd"}
     vector_columns = {f.name for f in table.schema if _holds_vectors(f.type)}
-    if vector_columns:  # dictionaries and min/max statistics of unique float bytes only cost time
+    if vector_columns:
+        # Float bytes are stored plain: uncompressed they read ~10x faster than zstd for a file ~1.7x the
+        # size (BENCHMARKS.md), and dictionaries and min/max statistics of unique vectors only cost time.
         plain = [name for name in table.column_names if name not in vector_columns]
-        options = {"use_dictionary": plain, "write_statistics": plain}
+        options = {"compression": {name: "none" if name in vector_columns else "zstd" for name in table.column_names},
+                   "use_dictionary": plain, "write_statistics": plain}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", **options)
+        pq.write_table(table, tmp, **options)
     return Path(path)
 
 
@@ -116,9 +119,18 @@ def vectors(matrix: np.ndarray) -> pa.Array:
 
 
 def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A vector column (or a FixedSizeList<float32> one, as older shards have) -> (N, W) float32."""
+    """A vector column (or a FixedSizeList<float32> one, as older shards have) -> (N, W) float32.
+
+    A single chunk is viewed in place, without a copy (read-only); several chunks are concatenated.
+    """
     if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+        parts = [vectors_to_numpy(chunk) for chunk in column.chunks]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else column.type.byte_width // 4
+            return np.zeros((0, width), np.float32)
+        return np.concatenate(parts)
     if pa.types.is_fixed_size_list(column.type):
         width = column.type.list_size
         return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
@@ -134,7 +146,7 @@ def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def vector_lists_to_numpy(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
     """A list<vector> column -> one (n_i, W) float32 array per row."""
     if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+        return [rows for chunk in column.chunks for rows in vector_lists_to_numpy(chunk)]
     flat = vectors_to_numpy(column.flatten())
     offsets = column.offsets.to_numpy()
     return [flat[a - offsets[0] : b - offsets[0]] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]

@@ -233,3 +233,43 @@ def test_workers_use_the_current_s3_environment(s3: dict, tmp_path: Path):
         upload(endpoint, "mm-fresh", root, "shapes")
         report = ingest(open_source("s3://mm-fresh/shapes"), tmp_path / "out", CFG, workers=2)
     assert (report.accepted, report.rejected) == (4, 2)
+
+
+def _embedded_sources(folder: Path) -> None:
+    """The same 6 images as a Parquet table (image bytes column) and as a WebDataset tar."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    from PIL import Image
+
+    blobs = []
+    for i in range(6):
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (40 * i, 200, 90)).save(buf, "PNG")
+        blobs.append(buf.getvalue())
+    (folder / "pq").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(6)], "image": blobs,
+                             "caption": [f"picture {i}" for i in range(6)]}), folder / "pq" / "part-0.parquet")
+    (folder / "wds").mkdir()
+    with tarfile.open(folder / "wds" / "shard-000.tar", "w") as tar:
+        for i, blob in enumerate(blobs):
+            for name, data in ((f"s{i}.png", blob), (f"s{i}.txt", f"picture {i}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(("prefix", "fmt"), [("pq", "parquet"), ("wds", "webdataset")])
+def test_formats_with_embedded_images_read_from_s3(s3: dict, tmp_path: Path, prefix: str, fmt: str):
+    local = s3["tmp"] / "embedded"
+    if not local.exists():
+        _embedded_sources(local)
+        upload(s3["endpoint"], BUCKET, local, "embedded")
+    source = open_source(f"s3://{BUCKET}/embedded/{prefix}")
+    assert source.format == fmt  # detected over S3 (Parquet needs random access: it reads its footer first)
+    report = ingest(source, tmp_path / "out", CFG, workers=2)
+    assert (report.records_in, report.accepted, report.rejected) == (6, 6, 0)
+    local_report = ingest(open_source(local / prefix), tmp_path / "out-local", CFG, workers=1)
+    assert [Path(s.samples_path).read_bytes() for s in report.shards] == \
+        [Path(s.samples_path).read_bytes() for s in local_report.shards]

@@ -24,8 +24,9 @@ def test_vectors_round_trip_through_parquet_exactly(tmp_path):
     got = vector_lists_to_numpy(pq.read_table(tmp_path / "l.parquet")["l"])
     assert [g.shape for g in got] == [(2, 7), (0, 7), (3, 7)]
     assert all(np.array_equal(g, want) for g, want in zip(got, per_row, strict=True))
-    encodings = pq.ParquetFile(tmp_path / "v.parquet").metadata.row_group(0).column(1).encodings
-    assert "RLE_DICTIONARY" not in encodings  # unique float bytes are not worth a dictionary
+    meta = pq.ParquetFile(tmp_path / "v.parquet").metadata.row_group(0)
+    assert "RLE_DICTIONARY" not in meta.column(1).encodings  # unique float bytes are not worth a dictionary
+    assert (meta.column(0).compression, meta.column(1).compression) == ("ZSTD", "UNCOMPRESSED")
 
 
 def test_older_fixed_size_list_columns_still_read():
