@@ -223,8 +223,10 @@ class _Ledger:
         for path in sorted(out_dir.glob("*.tmp")):  # left by a killed writer
             path.unlink()
         indexes = sorted(int(m.group(1)) for p in out_dir.glob("samples-*.parquet") if (m := SHARD_RE.match(p.name)))
-        for path in out_dir.glob("rejects-*.parquet"):  # a rejects file without its samples file: unfinished
-            if int(path.stem.split("-")[1]) not in indexes:
+        for path in out_dir.glob("*-[0-9][0-9][0-9][0-9][0-9]*.parquet"):
+            kind, _, number = path.stem.rpartition("-")
+            # rejects without samples: an unfinished shard; tokens without samples: a shard since emptied
+            if kind in ("rejects", "tokens") and number.isdigit() and int(number) not in indexes:
                 path.unlink()
         led.shards = indexes
         for index in indexes:
@@ -260,6 +262,7 @@ def _compact(out_dir: Path, index: int, drop: set[int]) -> tuple[int, int, int]:
         if samples.num_rows + rejects.num_rows == 0:
             samples_path.unlink()  # incomplete first, then gone
             rejects_path.unlink()
+            (out_dir / f"tokens-{index:05d}.parquet").unlink(missing_ok=True)
         else:
             write_table(rejects_path, rejects.replace_schema_metadata(None))
             meta.update(accepted=samples.num_rows, rejected=rejects.num_rows,

@@ -128,6 +128,22 @@ def test_a_removed_record_is_dropped(tmp_path):
     assert "img5" not in {r["sample_id"] for r in _live(report)[0]}
 
 
+def test_a_shard_whose_records_all_left_is_removed_with_its_files(tmp_path):
+    root, out = tmp_path / "raw", tmp_path / "out"
+    _write(root, range(25))
+    first = ingest(open_source(root), out, CFG)
+    (out / "tokens-00002.parquet").write_bytes(b"tokens of the last shard")
+    lines = (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines()
+    (root / ANNOTATIONS).write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")  # shard 2 held 20-24
+    report = ingest(open_source(root), out, CFG)
+    assert [s.index for s in report.shards] == [0, 1] and report.dropped == 5
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        name for s in first.shards[:2] for name in (Path(s.samples_path).name, Path(s.rejects_path).name))
+    (out / "tokens-00003.parquet").write_bytes(b"left by a run killed while removing shard 3")
+    again = ingest(open_source(root), out, CFG)
+    assert again.processed == 0 and not (out / "tokens-00003.parquet").exists()
+
+
 def test_retry_rejected_retries_only_the_rejected_records(tmp_path):
     root, out = tmp_path / "raw", tmp_path / "out"
     _write(root, range(12), missing=(4, 9))
