@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 from mmcore.data.sources.base import Source, SourceError
@@ -84,5 +85,24 @@ def open_source(uri: str | Path, fmt: str = "auto") -> Source:
             if reader(name).detect(storage, files):
                 return reader(name)(storage, file)
     expected = "; ".join(f"{name}: {reader(name).description}" for name in READERS)
-    raise SourceError(f"cannot tell the format of {storage.describe(file or '')}. Expected one of: {expected}. "
-                      f"Name it with --format if it is one of these.")
+    raise SourceError(f"cannot tell the format of {storage.describe(file or '')}.{_json_problems(storage, files)} "
+                      f"Expected one of: {expected}. Name it with --format if it is one of these.")
+
+
+def _json_problems(storage: Storage, files: list[str], limit: int = 64 << 20) -> str:
+    """Syntax errors of the JSON files present: often why a dataset was not recognised."""
+    problems = []
+    for rel in files:
+        if not rel.lower().endswith(".json"):
+            continue
+        try:
+            with storage.open(rel) as fh:
+                data = fh.read(limit + 1)
+            if len(data) <= limit:
+                json.loads(data)
+        except json.JSONDecodeError as exc:
+            problems.append(f" {storage.describe(rel)} is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                            f"{exc.colno}), which may be why.")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return "".join(problems[:3])

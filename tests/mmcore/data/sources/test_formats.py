@@ -39,3 +39,9 @@ def test_a_jsonl_file_that_is_not_json_lines_fails_before_any_work(tmp_path):
     (tmp_path / "annotations.jsonl").write_text('[{"image": "a.png"},\n {"image": "b.png"}]\n')
     with pytest.raises(SourceError, match=r"annotations.jsonl line 1 is not JSON.*expected one JSON object per line"):
         open_source(tmp_path)
+
+
+def test_an_unrecognised_folder_names_its_broken_json(tmp_path):
+    (tmp_path / "captions_train2017.json").write_text('{"images": [],\n "annotations": [1,]}')
+    with pytest.raises(SourceError, match=r"captions_train2017.json is not valid JSON \(.* at line 2 column"):
+        open_source(tmp_path)
