@@ -5,6 +5,7 @@
     mm pipeline --preset demo --set pretrain.epochs=4
     mm data fetch easy-vqa                   the easy-VQA dataset into data/raw/easy-vqa
     mm ingest --dataset easy-vqa             ingest any supported format (--source, --format, --retry-rejected)
+    mm data rejects --dataset easy-vqa       what the last ingest rejected, and why
     mm pretrain | extract | train | evaluate one stage (same options)
     mm caption IMAGE / mm ask IMAGE "QUESTION" / mm search "TEXT"   use the @champion model
 """
@@ -101,15 +102,58 @@ for _name in ("pretrain", "extract", "train", "evaluate"):
     app.command(_name)(_stage(_name))
 
 
+Source = Annotated[str | None, typer.Option(help="dataset folder, annotation file or s3:// URI "
+                                                 "(default data/raw/<dataset>)")]
+Format = Annotated[str | None, typer.Option("--format", help="source format (default: detect); one of jsonl, "
+                                            "easy-vqa, vqa, coco, webdataset, parquet, csv, folder")]
+
+
+def _source_overrides(sets: list[str] | None, source: str | None, fmt: str | None) -> dict[str, Any] | None:
+    overrides = _overrides(sets) or {}
+    if source:
+        overrides["ingest.source"] = source
+    if fmt:
+        overrides["ingest.format"] = fmt
+    return overrides or None
+
+
+@data_app.command("rejects")
+def data_rejects(
+    preset: Preset = "demo",
+    dataset: Dataset = None,
+    sets: Sets = None,
+    source: Source = None,
+    fmt: Format = None,
+    reason: Annotated[str | None, typer.Option(help="only this reason code (e.g. missing_file)")] = None,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+) -> None:
+    """Show what the last ingest of a dataset rejected, and why (same options as `mm ingest`)."""
+    from mmcore.data.dataset import read_manifest
+    from mmcore.data.shards import read_tables
+
+    cfg = load_config(preset, _source_overrides(sets, source, fmt), dataset=dataset)
+    processed = Catalog.from_config(cfg).processed
+    m = read_manifest(processed)
+    rows = read_tables([processed / s["rejects"] for s in m["shards"]]).to_pylist()
+    rows = [r for r in rows if reason is None or r["reason"] == reason]
+    console.print(f"{m['rejected']} of {m['records_in']} records rejected: "
+                  + (", ".join(f"{k} {v}" for k, v in m["rejects_by_reason"].items()) or "none"))
+    table = Table(title=f"rejects{f' ({reason})' if reason else ''}: {min(limit, len(rows))} of {len(rows)}")
+    for col in ("where", "sample", "reason", "message"):
+        table.add_column(col)
+    for r in rows[:limit]:
+        message = r["message"] + (f" (kept: {r['duplicate_of']})" if r["duplicate_of"] else "")
+        table.add_row(r["where"], r["sample_id"] or "", r["reason"], message)
+    console.print(table)
+
+
 @app.command()
 def ingest(
     preset: Preset = "demo",
     dataset: Dataset = None,
     sets: Sets = None,
-    source: Annotated[str | None, typer.Option(help="dataset folder, annotation file or s3:// URI "
-                                               "(default data/raw/<dataset>)")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="source format (default: detect); one of "
-                                            "jsonl, easy-vqa, vqa, coco, webdataset, parquet, csv, folder")] = None,
+    source: Source = None,
+    fmt: Format = None,
     workers: Annotated[int | None, typer.Option(help="image-decoding processes (default: CPU cores)")] = None,
     retry_rejected: Annotated[bool, typer.Option("--retry-rejected",
                                                  help="process records rejected by earlier runs again")] = False,
@@ -118,13 +162,8 @@ def ingest(
     from flows.ingest import ingest_flow
     from mmcore.data.dataset import read_manifest
 
-    overrides = _overrides(sets) or {}
-    if source:
-        overrides["ingest.source"] = source
-    if fmt:
-        overrides["ingest.format"] = fmt
-    out = ingest_flow(preset=preset, dataset=dataset, overrides=overrides or None, workers=workers,
-                      retry_rejected=retry_rejected)
+    out = ingest_flow(preset=preset, dataset=dataset, overrides=_source_overrides(sets, source, fmt),
+                      workers=workers, retry_rejected=retry_rejected)
     m = read_manifest(out)
     table = Table(title=f"ingested {m['source']['uri']} ({m['source']['format']})")
     for col in ("records in", "accepted", "rejected", "processed now", "kept", "dropped"):

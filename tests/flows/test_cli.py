@@ -57,6 +57,9 @@ def test_ingest_reads_another_format_and_retries_rejected_records(harness, tmp_p
     out = next((tmp_path / "processed" / "smoke").iterdir())
     first = read_manifest(out)
     assert (first["source"]["format"], first["records_in"], first["accepted"]) == ("csv", 30, 29)
+    res = CliRunner().invoke(app, ["data", "rejects", *args[1:5], "--source", str(src / "captions.csv")])
+    assert res.exit_code == 0, res.output
+    assert "1 of 30 records rejected: missing_file 1" in res.output and "captions.csv line 16" in res.output
 
     _csv_dataset(src, missing=False)  # the file arrives
     res = CliRunner().invoke(app, [*args, "--retry-rejected"])
