@@ -18,12 +18,13 @@ from tasks import tracking
 
 
 @task
-def check_source(uri: str, fmt: str) -> dict[str, Any]:
+def check_source(uri: str, fmt: str) -> str:
     """Open the source and check its annotation files, failing before any work when they are malformed."""
     source = open_source(uri, fmt)
-    info = source.describe()
-    get_run_logger().info("source %s: format %s, annotation files %s", uri, info["format"], list(info["files"]))
-    return info
+    files = source.annotation_files()
+    get_run_logger().info("source %s: format %s, %d annotation file(s): %s", uri, source.format, len(files),
+                          ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
+    return source.format
 
 
 @task(retries=2, retry_delay_seconds=[1, 5])

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 from mmcore.data.records import SourceRecord
 from mmcore.data.storage import Storage
 
+HASH_MAX_FILES = 64  # annotation files are content-hashed up to this many ...
+HASH_MAX_BYTES = 256 << 20  # ... and this many bytes in all; beyond, size and modification time are used
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -49,15 +51,26 @@ class Source(ABC):
         """Every record, in a fixed order; a bad record is yielded with a problem, never skipped."""
 
     def describe(self) -> dict[str, Any]:
-        """Format, location and a digest of each annotation file: what the manifest records as lineage."""
-        files = {}
-        for rel in self.annotation_files():
-            digest = hashlib.sha256()
-            with self.storage.open(rel) as fh:
-                while block := fh.read(1 << 20):
-                    digest.update(block)
-            files[rel] = digest.hexdigest()
+        """Format, location and a fingerprint of each annotation file: what the manifest records as lineage.
+
+        Annotation files are hashed when they are few and small (JSONL, CSV, COCO, VQA). Formats whose
+        annotation files are the dataset itself (tars, Parquet tables, one caption file per image) get
+        "size:mtime" fingerprints instead, from one listing: hashing would read the whole dataset again.
+        """
+        rels = self.annotation_files()
+        infos = self.storage.fs.get_file_info([self.storage.path(rel) for rel in rels]) if rels else []
+        if len(rels) <= HASH_MAX_FILES and sum(i.size or 0 for i in infos) <= HASH_MAX_BYTES:
+            files = {rel: "sha256:" + self._sha256(rel) for rel in rels}
+        else:
+            files = {rel: f"size:{i.size}:mtime:{i.mtime_ns}" for rel, i in zip(rels, infos, strict=True)}
         return {"format": self.format, "uri": self.storage.uri, "files": files}
+
+    def _sha256(self, rel: str) -> str:
+        digest = hashlib.sha256()
+        with self.storage.open(rel) as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
 
 
 def iter_lines(storage: Storage, rel: str, block: int = 1 << 20) -> Iterator[tuple[int, bytes]]:

@@ -45,3 +45,14 @@ def test_an_unrecognised_folder_names_its_broken_json(tmp_path):
     (tmp_path / "captions_train2017.json").write_text('{"images": [],\n "annotations": [1,]}')
     with pytest.raises(SourceError, match=r"captions_train2017.json is not valid JSON \(.* at line 2 column"):
         open_source(tmp_path)
+
+
+def test_source_lineage_hashes_small_annotation_files_and_lists_large_ones(tmp_path, monkeypatch):
+    from mmcore.data.sources import base
+
+    (tmp_path / "annotations.jsonl").write_text('{"image": "a.png", "captions": {"en": ["x"]}}\n')
+    files = open_source(tmp_path).describe()["files"]
+    assert list(files) == ["annotations.jsonl"] and files["annotations.jsonl"].startswith("sha256:")
+    monkeypatch.setattr(base, "HASH_MAX_BYTES", 10)  # as if the annotations were the whole dataset
+    fingerprint = open_source(tmp_path).describe()["files"]["annotations.jsonl"]
+    assert fingerprint.startswith("size:46:mtime:")
