@@ -9,7 +9,16 @@ import numpy as np
 import torch
 
 from mmcore.features import FeatureSet
-from mmcore.metrics import accuracy, accuracy_by_type, bleu, majority_answer, retrieval_metrics
+from mmcore.metrics import (
+    accuracy,
+    accuracy_by_type,
+    bleu,
+    cider_d,
+    distinct_n,
+    majority_answer,
+    retrieval_metrics,
+    rouge_l,
+)
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training.heads import Heads, caption_pairs, predict_answers, qa_pairs
 
@@ -49,7 +58,10 @@ def generate_captions(heads: Heads, data: FeatureSet, tokenizer: TextTokenizer, 
 
 def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokenizer: TextTokenizer,
                       device: torch.device, max_len: int = 32) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """BLEU-4 of greedy captions; baseline: the most frequent training caption, predicted for every image."""
+    """BLEU-1..4, CIDEr-D and ROUGE-L of greedy captions, and distinct-2 of the captions generated.
+
+    Baseline: the most frequent training caption, predicted for every image.
+    """
     lang = heads.caption_lang
     keep = sorted({i for i, _ in caption_pairs(test, lang)})
     if not keep or heads.captioner is None:
@@ -59,8 +71,15 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
     hyps = [hyps_all[i] for i in keep]
     common = Counter(c["text"] for caps in train.captions for c in caps if c["lang"] == lang).most_common(1)
     baseline = common[0][0] if common else ""
-    metrics = {"caption_bleu4": bleu(hyps, refs, lang),
-               "caption_bleu4_baseline": bleu([baseline] * len(refs), refs, lang)}
+    constant = [baseline] * len(refs)
+    metrics: dict[str, float] = {}
+    for name, score in (("bleu1", lambda h: bleu(h, refs, lang, 1)), ("bleu2", lambda h: bleu(h, refs, lang, 2)),
+                        ("bleu3", lambda h: bleu(h, refs, lang, 3)), ("bleu4", lambda h: bleu(h, refs, lang, 4)),
+                        ("cider_d", lambda h: cider_d(h, refs, lang)), ("rouge_l", lambda h: rouge_l(h, refs, lang))):
+        metrics[f"caption_{name}"] = score(hyps)
+        metrics[f"caption_{name}_baseline"] = score(constant)
+    metrics["caption_distinct2"] = distinct_n(hyps, 2, lang)
+    metrics["caption_distinct2_baseline"] = distinct_n(constant, 2, lang)
     examples = [{"sample_id": test.sample_ids[i], "caption": h, "references": r}
                 for i, h, r in zip(keep[:10], hyps[:10], refs[:10], strict=False)]
     return metrics, examples

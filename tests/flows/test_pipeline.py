@@ -74,7 +74,8 @@ def test_mlflow_has_parent_and_stage_runs_with_metrics(first_run):
     assert sorted(r.data.tags["stage"] for r in children) == ["evaluate", "extract", "ingest", "pretrain", "train"]
     assert all(r.info.status == "FINISHED" for r in children)
     evaluate = next(r for r in children if r.data.tags["stage"] == "evaluate")
-    names = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "vqa_acc", "caption_bleu4"]
+    names = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "t2i_mean_rank", "vqa_acc",
+             "caption_bleu1", "caption_bleu4", "caption_cider_d", "caption_rouge_l", "caption_distinct2"]
     for name in names:
         assert name in evaluate.data.metrics and f"{name}_baseline" in evaluate.data.metrics
         assert name in parent.data.metrics
