@@ -104,3 +104,13 @@ def test_bleu_orders_chrf_and_distinct_n():
     assert caption_tokens("红色圆形。", "zh") == ["红", "色", "圆", "形"]
     with pytest.raises(ValueError, match="reference list"):
         cider_d(["a"], [[]])
+
+
+def test_retrieval_ceiling_counts_captions_of_exactly_one_image():
+    from mmcore.evaluation import retrieval_ceiling
+
+    captions = [[{"text": "a red circle"}, {"text": "one red circle"}],
+                [{"text": "A red circle "}, {"text": "a blue square"}],
+                [{"text": "a blue square"}]]
+    assert retrieval_ceiling(captions) == pytest.approx(1 / 5)  # only "one red circle" names one image
+    assert retrieval_ceiling([]) == 0.0
