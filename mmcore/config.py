@@ -49,14 +49,24 @@ class EncoderConfig(StrictModel):
     image_arch: str = Field("resnet18", description="torchvision architecture or 'smallcnn'")
     pretrained: bool = Field(False, description="load torchvision weights (needs them cached or a network)")
     small_input: bool = Field(True, description="stride-1 first convolution for small (32-96 px) images")
-    text_rnn: Literal["gru", "lstm"] = "gru"
-    bidirectional: bool = True
+    # Named text_rnn for compatibility with existing presets and checkpoints; it picks any text encoder kind.
+    text_rnn: Literal["gru", "lstm", "transformer"] = Field(
+        "gru", description="text encoder kind: gru, lstm (recurrent) or transformer")
+    bidirectional: bool = Field(True, description="recurrent encoders read both directions (transformer: always)")
     word_dim: int = Field(128, ge=8)
-    text_hidden: int = Field(256, ge=8)
+    text_hidden: int = Field(256, ge=8, description="text encoder width (RNN hidden size, transformer d_model)")
+    text_layers: int = Field(2, ge=1, description="transformer text encoder: number of layers")
+    text_heads: int = Field(4, ge=1, description="transformer text encoder: attention heads (divide text_hidden)")
     embed_dim: int = Field(128, ge=8, description="shared image-text embedding size")
     grid: int = Field(2, ge=1, description="image grid features are pooled to grid x grid cells")
     multiscale: bool = Field(True, description="grid features from every resolution, not just the last layer")
     max_text_len: int = Field(48, ge=4, description="tokens per caption/question, longer ones are cut")
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> EncoderConfig:
+        if self.text_rnn == "transformer" and self.text_hidden % self.text_heads:
+            raise ValueError(f"text_hidden {self.text_hidden} must be divisible by text_heads {self.text_heads}")
+        return self
 
 
 class PretrainConfig(StrictModel):

@@ -11,7 +11,10 @@ from torch import nn
 
 from mmcore.config import EncoderConfig
 from mmcore.models.image_encoders import ImageEncoder, build_image_encoder
-from mmcore.models.text_encoders import RNNTextEncoder
+from mmcore.models.text_encoders import RNNS, RNNTextEncoder, TransformerTextEncoder
+
+TextEncoder = RNNTextEncoder | TransformerTextEncoder
+TEXT_ENCODERS = (*RNNS, "transformer")  # the kinds EncoderConfig.text_rnn may name
 
 
 class ImageOutput(NamedTuple):
@@ -29,7 +32,7 @@ class ContrastiveOutput(NamedTuple):
 class DualEncoder(nn.Module):
     """Projects an image encoder's and a text encoder's outputs into a shared unit sphere."""
 
-    def __init__(self, image_encoder: ImageEncoder, text_encoder: RNNTextEncoder, embed_dim: int,
+    def __init__(self, image_encoder: ImageEncoder, text_encoder: TextEncoder, embed_dim: int,
                  temperature: float = 0.07):
         super().__init__()
         self.image_encoder = image_encoder
@@ -52,8 +55,20 @@ class DualEncoder(nn.Module):
         return ContrastiveOutput(self.encode_image(images).embedding, self.encode_text(ids), scale)
 
 
+def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0) -> TextEncoder:
+    """The text encoder `cfg.text_rnn` names: a recurrent one (gru, lstm) or a transformer."""
+    if cfg.text_rnn == "transformer":
+        return TransformerTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_layers, cfg.text_heads,
+                                      cfg.max_text_len, pad_id=pad_id)
+    if cfg.text_rnn in RNNS:
+        return RNNTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_rnn, cfg.bidirectional, pad_id)
+    # EncoderConfig validates the name, but a config built without validation (model_construct) can reach here.
+    raise ValueError(f"unknown text encoder {cfg.text_rnn!r}; choose one of {list(TEXT_ENCODERS)}")
+
+
 def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
                        temperature: float = 0.07) -> DualEncoder:
+    # Image first, then text: the order fixes how the seeded initialisation is drawn (results depend on it).
     image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.pretrained, cfg.small_input, cfg.multiscale)
-    text = RNNTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_rnn, cfg.bidirectional, pad_id)
+    text = build_text_encoder(cfg, vocab_size, pad_id)
     return DualEncoder(image, text, cfg.embed_dim, temperature)
