@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmcore.models import decoding
 from mmcore.models.text_encoders import RNNTextEncoder
+
+DecoderState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # GRU state (B, H), image (B, H), cells (B, N, H)
 
 
 class GridProjector(nn.Module):
@@ -85,21 +88,31 @@ class CaptionDecoder(nn.Module):
         logits, _ = self._step(ids_in, img, cells, img.unsqueeze(0).contiguous())
         return logits
 
-    @torch.no_grad()
-    def generate(self, grid: torch.Tensor, pooled: torch.Tensor, bos_id: int, eos_id: int,
-                 max_len: int = 32) -> torch.Tensor:
-        """Greedy decoding; returns (B, L) token ids, [EOS]-terminated rows padded with [EOS]."""
+    def init_state(self, grid: torch.Tensor, pooled: torch.Tensor) -> DecoderState:
+        """Decoding state (h, img, cells): every tensor batch-first, so beam search can reorder dim 0."""
         img, cells = self._image(grid, pooled)
-        h = img.unsqueeze(0).contiguous()
-        tok = torch.full((img.shape[0], 1), bos_id, dtype=torch.long, device=img.device)
-        done = torch.zeros(img.shape[0], dtype=torch.bool, device=img.device)
-        out = []
-        for _ in range(max_len):
-            logits, h = self._step(tok, img, cells, h)
-            tok = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
-            tok = tok.masked_fill(done.unsqueeze(1), eos_id)
-            out.append(tok)
-            done |= tok.squeeze(1) == eos_id
-            if bool(done.all()):
-                break
-        return torch.cat(out, dim=1)
+        return img, img, cells  # (B, H) GRU state starts at the image, (B, H), (B, N, H)
+
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One word: tokens (B,) -> next-word logits (B, V) and the new state."""
+        h, img, cells = state
+        logits, h = self._step(tokens.unsqueeze(1), img, cells, h.unsqueeze(0).contiguous())  # h: (1, B, H)
+        return logits[:, -1], (h.squeeze(0), img, cells)
+
+    @torch.no_grad()
+    def generate(self, grid: torch.Tensor, pooled: torch.Tensor, bos_id: int, eos_id: int, max_len: int = 32, *,
+                 beam_size: int = 1, length_penalty: float = 1.0, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Greedy decoding by default, beam search if beam_size > 1, sampling if do_sample.
+
+        Returns (B, L) token ids, [EOS]-terminated rows padded with [EOS]. See `mmcore.models.decoding`.
+        """
+        state = self.init_state(grid, pooled)
+        if do_sample:
+            if beam_size > 1:
+                raise ValueError("choose either beam search (beam_size > 1) or sampling (do_sample), not both")
+            return decoding.sample(self.step, state, bos_id, eos_id, max_len, temperature, top_k, top_p, generator)
+        if beam_size > 1:
+            return decoding.beam_search(self.step, state, bos_id, eos_id, max_len, beam_size, length_penalty)[0]
+        return decoding.greedy(self.step, state, bos_id, eos_id, max_len)
