@@ -93,6 +93,8 @@ class HeadsConfig(StrictModel):
 
 class EvalConfig(StrictModel):
     ks: tuple[int, ...] = (1, 5, 10)
+    beam_size: int = Field(1, ge=1, description="caption beam width at evaluation (1: greedy)")
+    length_penalty: float = Field(1.0, ge=0.0, description="GNMT length-penalty exponent for beam search")
 
 
 class RegistryConfig(StrictModel):

@@ -55,19 +55,22 @@ def evaluate_vqa(heads: Heads, train: FeatureSet, test: FeatureSet, device: torc
 
 
 def generate_captions(heads: Heads, data: FeatureSet, tokenizer: TextTokenizer, device: torch.device,
-                      max_len: int = 32, batch_size: int = 256) -> list[str]:
+                      max_len: int = 32, batch_size: int = 256, beam_size: int = 1,
+                      length_penalty: float = 1.0) -> list[str]:
     out: list[str] = []
     for s in range(0, len(data), batch_size):
         idx = list(range(s, min(s + batch_size, len(data))))
         grid = torch.from_numpy(data.grid[idx]).to(device)
         pooled = torch.from_numpy(data.pooled[idx]).to(device)
-        ids = heads.captioner.generate(grid, pooled, tokenizer.bos_id, tokenizer.eos_id, max_len)
+        ids = heads.captioner.generate(grid, pooled, tokenizer.bos_id, tokenizer.eos_id, max_len,
+                                       beam_size=beam_size, length_penalty=length_penalty)
         out.extend(tokenizer.decode(row) for row in ids.cpu().tolist())
     return out
 
 
 def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokenizer: TextTokenizer,
-                      device: torch.device, max_len: int = 32) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                      device: torch.device, max_len: int = 32, beam_size: int = 1,
+                      length_penalty: float = 1.0) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """BLEU-1..4, CIDEr-D and ROUGE-L of greedy captions, and distinct-2 of the captions generated.
 
     Baseline: the most frequent training caption, predicted for every image.
@@ -77,7 +80,8 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
     if not keep or heads.captioner is None:
         return {}, []
     refs = [[c["text"] for c in test.captions[i] if c["lang"] == lang] for i in keep]
-    hyps_all = generate_captions(heads, test, tokenizer, device, max_len)
+    hyps_all = generate_captions(heads, test, tokenizer, device, max_len, beam_size=beam_size,
+                                 length_penalty=length_penalty)
     hyps = [hyps_all[i] for i in keep]
     common = Counter(c["text"] for caps in train.captions for c in caps if c["lang"] == lang).most_common(1)
     baseline = common[0][0] if common else ""

@@ -36,7 +36,8 @@ def evaluate_model(features_dir: str, processed_dir: str, heads_path: str, cfg: 
     tokenizer = load_tokenizer(processed_dir)
     metrics = evaluate_retrieval(test, cfg.evaluate.ks)
     metrics.update(evaluate_vqa(heads, train, test, device))
-    caption_metrics, examples = evaluate_captions(heads, train, test, tokenizer, device, cfg.heads.max_caption_len)
+    caption_metrics, examples = evaluate_captions(heads, train, test, tokenizer, device, cfg.heads.max_caption_len,
+                                                 cfg.evaluate.beam_size, cfg.evaluate.length_penalty)
     metrics.update(caption_metrics)
     metrics["test_images"] = len(test)
     tracking.log_metrics(run_id, metrics)
