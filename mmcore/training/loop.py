@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,11 @@ import torch
 from torch import nn
 
 from mmcore.io import save_torch
+from mmcore.training import distributed
 
 StepFn = Callable[[Any], dict[str, torch.Tensor]]  # batch -> named loss terms, "loss" is optimised
 EpochCallback = Callable[[int, dict[str, float]], None]
+PRECISIONS = ("fp32", "bf16")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -55,17 +59,116 @@ class FitConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05  # share of all steps spent warming the learning rate up
     grad_clip: float = 1.0
-    steps_per_epoch: int = 1
+    steps_per_epoch: int = 1  # batches per epoch, as `batches(epoch)` yields them
+    precision: str = "fp32"  # "bf16": autocast around `step` (the backward pass stays outside)
+    accumulate: int = 1  # batches whose gradients add up to one optimizer step
+    monitor: str | None = None  # a validate() key: keep the weights of the epoch where it was best
+    mode: str = "max"  # whether a larger ("max") or smaller ("min") monitored value is better
+    patience: int | None = None  # stop after this many epochs without improvement (needs monitor)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"invalid precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"invalid mode {self.mode!r}; use max or min")
+        if self.patience is not None and (self.monitor is None or self.patience < 1):
+            raise ValueError("patience needs a monitor and must be >= 1")
 
 
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when the run started
+    best_epoch: int | None = None  # with a monitor: the (0-based) epoch whose weights the model ends with
+    best_value: float | None = None
+    stopped_early: bool = False
+
+
+@dataclass
+class _Best:
+    """Early-stopping state: the best monitored value so far, its epoch and weights, epochs since."""
+
+    mode: str
+    value: float | None = None
+    epoch: int | None = None
+    weights: dict[str, torch.Tensor] | None = None
+    stale: int = 0
+
+    def better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return self.value is None or (value > self.value if self.mode == "max" else value < self.value)
+
+    def update(self, improved: bool, value: float, epoch: int, model: nn.Module) -> None:
+        if improved:
+            self.value, self.epoch, self.stale = value, epoch, 0
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.stale += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "epoch": self.epoch, "weights": self.weights, "stale": self.stale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value, self.epoch, self.weights = state["value"], state["epoch"], state["weights"]
+        self.stale = int(state["stale"])
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python, NumPy and CUDA RNG states as tensors and plain numbers, so checkpoints load with weights_only."""
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "py_rng": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "np_rng": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["rng"])
+    if "py_rng" in state:  # checkpoints written before these were kept lack them
+        version, mt, gauss = state["py_rng"]
+        random.setstate((version, tuple(mt.tolist()), gauss))
+    if "np_rng" in state:
+        keys, pos, has_gauss, cached = state["np_rng"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    if precision == "fp32":
+        return nullcontext()
+    supported = torch.amp.is_autocast_available(device.type) and (
+        device.type != "cuda" or torch.cuda.is_bf16_supported())
+    if not supported:
+        warnings.warn(f"bf16 autocast is not available on {device.type}; training in fp32", stacklevel=3)
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+class _Stepper(nn.Module):
+    """Makes `step` the forward pass of a module, so DistributedDataParallel can wrap it.
+
+    DDP syncs gradients only for backward passes of outputs of its own forward; the caller's `step`
+    closes over the bare model, so DDP has to wrap the step, not just the model.
+    """
+
+    def __init__(self, model: nn.Module, step: StepFn) -> None:
+        super().__init__()
+        self.model, self.step = model, step
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.step(batch)
 
 
 def _schedule(cfg: FitConfig) -> Callable[[int], float]:
-    total = max(1, cfg.epochs * cfg.steps_per_epoch)
+    total = max(1, cfg.epochs * -(-cfg.steps_per_epoch // cfg.accumulate))  # optimizer steps, not batches
     warm = max(1, int(cfg.warmup * total))
 
     def factor(step: int) -> float:
@@ -91,11 +194,19 @@ def fit(
     With `checkpoint`, the full state is written atomically after every epoch, and an existing file
     written with the same `resume_key` (a digest of data and config) resumes the run where it stopped;
     one with another key is ignored and overwritten.
+
+    In a torch.distributed group of more than one process, the step runs under DistributedDataParallel:
+    `batches` must then yield this rank's share (see `distributed.shard`), the same number of batches on
+    every rank. Only rank 0 writes the checkpoint (which all ranks resume from, so it must be on a shared
+    file system) and calls `on_epoch`.
     """
+    if cfg.monitor is not None and validate is None:
+        raise ValueError(f"monitor {cfg.monitor!r} needs a validate function")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     result = FitResult()
+    best = _Best(cfg.mode)
     start = 0
     state = None
     if checkpoint is not None and Path(checkpoint).exists():
@@ -105,39 +216,82 @@ def fit(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        _set_rng_state(state)
+        if "best" in state:
+            best.load_state_dict(state["best"])
         result.history = list(state["history"])
         start = result.resumed_from = int(state["epoch"])
 
+    ddp = None
+    if distributed.world() > 1:
+        ddp = nn.parallel.DistributedDataParallel(_Stepper(model, step))  # device_ids=None: CPU or one GPU
+    forward = ddp if ddp is not None else step
+    main = distributed.is_main()
+    device = params[0].device if params else torch.device("cpu")
+    autocast = _autocast(cfg.precision, device)
+
+    def update(n: int) -> None:  # n: batches whose gradients were accumulated
+        if n < cfg.accumulate:  # a short last group: make its gradient the mean over its own batches
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(cfg.accumulate / n)
+            if ddp is not None:  # all its backward passes ran under no_sync
+                distributed.all_reduce_grads(params)
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
     for epoch in range(start, cfg.epochs):
+        if cfg.patience is not None and best.stale >= cfg.patience:  # also a resumed run that had stopped
+            result.stopped_early = True
+            break
         model.train()
         sums: dict[str, float] = {}
         count = 0
+        opt.zero_grad(set_to_none=True)
         for batch in batches(epoch):
-            terms = step(batch)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
+            closes_group = (count + 1) % cfg.accumulate == 0
+            # DDP would all-reduce on every backward; within a group only the last one needs to
+            with ddp.no_sync() if ddp is not None and not closes_group else nullcontext():
+                with autocast:
+                    terms = forward(batch)
+                (terms["loss"] / cfg.accumulate).backward()
+            if closes_group:
+                update(cfg.accumulate)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             count += 1
+        if count % cfg.accumulate:
+            update(count % cfg.accumulate)
         metrics = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
+        if ddp is not None:
+            metrics = distributed.all_reduce_mean(metrics)
         metrics["lr"] = sched.get_last_lr()[0]
         if validate is not None:
             model.eval()
             with torch.no_grad():
                 metrics.update(validate())
+        if cfg.monitor is not None:
+            if cfg.monitor not in metrics:
+                raise KeyError(f"monitor {cfg.monitor!r} is not among the metrics {sorted(metrics)}")
+            value = float(metrics[cfg.monitor])
+            improved, value = distributed.broadcast_from_main([best.better(value), value])  # rank 0 decides
+            best.update(bool(improved), value, epoch, model)
         result.history.append(metrics)
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history,
+                     "rng": torch.get_rng_state(), **_rng_state(), "epoch": epoch + 1, "history": result.history,
                      "key": resume_key}
+            if cfg.monitor is not None:
+                state["best"] = best.state_dict()
             save_torch(state, checkpoint)
-        if on_epoch is not None:
+        if on_epoch is not None and main:
             on_epoch(epoch, metrics)
+    if best.weights is not None:
+        model.load_state_dict(best.weights)
+    result.best_epoch, result.best_value = best.epoch, best.value
     model.eval()
     return result
 
