@@ -75,6 +75,11 @@ class PretrainConfig(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learned)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
+                                                                   "the device supports it")
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better "
+                                                         "validation metric, keeping the best epoch's weights")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
 
@@ -87,6 +92,11 @@ class HeadsConfig(StrictModel):
     word_dim: int = Field(128, ge=8, description="word embedding size of the question encoder and decoder")
     caption_lang: str = Field("en", description="language of the captions the decoder learns")
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
+                                                                   "the device supports it")
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better "
+                                                         "validation metric, keeping the best epoch's weights")
     seed: int = 0
     device: str = "auto"
 

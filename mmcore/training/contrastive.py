@@ -14,7 +14,15 @@ from mmcore.io import save_torch
 from mmcore.losses import contrastive_loss
 from mmcore.metrics import retrieval_metrics
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
-from mmcore.training.loop import EpochCallback, FitConfig, FitResult, epoch_order, fit, pad_batch, seed_everything
+from mmcore.training.loop import (
+    EpochCallback,
+    FitResult,
+    epoch_order,
+    fit,
+    pad_batch,
+    seed_everything,
+    stage_fit_config,
+)
 
 ENCODER_FILE = "encoder.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -84,7 +92,7 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
         return {"val_t2i_r1": m["t2i_r1"], "val_i2t_r1": m["i2t_r1"], "val_t2i_r5": m["t2i_r5"]}
 
     steps = max(1, (len(train) + cfg.batch_size - 1) // cfg.batch_size)
-    fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, steps_per_epoch=steps)
+    fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
     result = fit(model, fit_cfg, lambda e: _pair_batches(train, cfg.batch_size, cfg.seed, e, device), step,
                  validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key)
     save_encoder(model, enc_cfg, vocab_size, out_dir / ENCODER_FILE)

@@ -14,7 +14,7 @@ from mmcore.features import FeatureSet
 from mmcore.io import save_torch
 from mmcore.losses import classification_loss, sequence_loss
 from mmcore.models.heads import CaptionDecoder, VQAHead
-from mmcore.training.loop import EpochCallback, FitConfig, epoch_order, fit, pad_batch, seed_everything
+from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
 
 HEADS_FILE = "heads.pt"
 
@@ -85,7 +85,8 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
         return {"val_vqa_acc": float((pred == torch.tensor([p[2] for p in val_pairs])).float().mean())}
 
     steps = (len(pairs) + cfg.batch_size - 1) // cfg.batch_size
-    fit(model, FitConfig(cfg.epochs, cfg.lr, steps_per_epoch=steps), batches, step, validate, on_epoch=on_epoch)
+    fit(model, stage_fit_config(cfg, steps, "val_vqa_acc", "max", bool(val_pairs)), batches, step, validate,
+        on_epoch=on_epoch)
     return model, answers
 
 
@@ -133,8 +134,8 @@ def train_captioner(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_
         return {"val_caption_loss": sum(terms) / len(terms)}
 
     steps = (len(pairs) + cfg.batch_size - 1) // cfg.batch_size
-    fit(model, FitConfig(cfg.epochs, cfg.lr, steps_per_epoch=steps), batches, lambda b: loss(train, b), validate,
-        on_epoch=on_epoch)
+    fit(model, stage_fit_config(cfg, steps, "val_caption_loss", "min", bool(val_pairs)), batches,
+        lambda b: loss(train, b), validate, on_epoch=on_epoch)
     return model
 
 

@@ -77,6 +77,18 @@ class FitConfig:
             raise ValueError("patience needs a monitor and must be >= 1")
 
 
+def stage_fit_config(cfg: Any, steps_per_epoch: int, monitor: str, mode: str, has_validation: bool,
+                     weight_decay: float = 0.01) -> FitConfig:
+    """The FitConfig of a training stage: its epochs, lr, precision, accumulation and early stopping.
+
+    Early stopping watches `monitor` only when the stage sets `patience` and has validation data.
+    """
+    stop = cfg.patience is not None and has_validation
+    return FitConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
+                     precision=cfg.precision, accumulate=cfg.accumulate, monitor=monitor if stop else None,
+                     mode=mode, patience=cfg.patience if stop else None)
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)

@@ -33,3 +33,15 @@ def test_finished_run_with_the_same_key_is_not_redone(tmp_path):
     first = (tmp_path / ENCODER_FILE).read_bytes()
     _, again = pretrain(*args, resume_key="same")
     assert again.resumed_from == 2 and (tmp_path / ENCODER_FILE).read_bytes() == first
+
+
+def test_stage_settings_reach_the_loop(tmp_path):
+    from mmcore.training.loop import stage_fit_config
+
+    cfg = PretrainConfig(epochs=6, batch_size=4, device="cpu", precision="bf16", accumulate=2, patience=1)
+    fit_cfg = stage_fit_config(cfg, 3, "val_t2i_r1", "max", has_validation=True)
+    assert (fit_cfg.precision, fit_cfg.accumulate, fit_cfg.monitor, fit_cfg.patience) == ("bf16", 2, "val_t2i_r1", 1)
+    assert stage_fit_config(cfg, 3, "val_t2i_r1", "max", has_validation=False).monitor is None
+    _, result = pretrain(_samples(8), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="k")
+    assert result.best_epoch is not None and len(result.history) <= 6
+    assert result.history[result.best_epoch]["val_t2i_r1"] == max(h["val_t2i_r1"] for h in result.history)
