@@ -1,0 +1,373 @@
+"""Extract-stage benchmark (issue 4, part): `extract_shard` throughput against the raw forward pass.
+
+From the repository root:
+
+    .venv/bin/python -m bench.extract_bench   # defaults (1,000 images = one demo shard): ~1 min on a quiet 2-core
+                                              # CPU; up to ~6 min when it must wait (<= 30 s a timing) for quiet
+    .venv/bin/python -m bench.extract_bench --images 300 --repeat 1   # ~1 min, a smoke test
+
+The first run (+ ~15 s) makes a processed dataset once and caches it under --work (not timed): `generate_shapes`
+(--images 64 px scenes), `ingest(..., IngestConfig(image_size=64, shard_size=1000), workers=2)`, the
+tokenizer and the token shards (max_len = the demo encoder's max_text_len), as the ingest flow does.
+
+The model is the demo preset's dual encoder (mobilenet_v3_small, small_input, grid 4, multiscale, GRU text
+encoder), untrained (seed 0), eval mode, no_grad, `torch.set_num_threads(--threads)`, on the CPU, with the
+extract stage's default batch size (256). Three timings per repeat, interleaved, best of --repeat kept:
+
+a. `extract_shard` over every shard, each into a fresh output folder: the stage's real work (hash the input,
+   read the shards, decode the PNGs, image forward, text forward, convert outputs, build and write Parquet).
+b. The raw forward pass: the same images already decoded into one uint8 tensor per batch and the same
+   caption batches already padded (made before timing), running exactly the calls extract_shard makes
+   (`encode_image` per image batch, `encode_text` per caption batch, same batch boundaries); nothing else.
+c. The breakdown of (a): a copy of extract_shard's body with a clock around each piece (input hash, Parquet
+   read, PNG decode, image forward, caption padding, text forward, output conversion, table build, Parquet
+   write). It must be kept in step with mmcore/features.py; its total is checked against (a).
+
+Reports images/s of (a) and (b) and their ratio (goal: (a)/(b) >= 0.85), prints markdown tables and writes
+bench/results/extract.json. The machine may be shared: before every timing it waits (up to --idle-wait s) for
+other processes to use < 0.15 cores, and records their load during each run ("others_cores").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from bench.ingest_bench import _machine_busy, _own_cpu, log, wait_idle
+from mmcore.config import IngestConfig, load_config
+from mmcore.data import dataset as ds
+from mmcore.data.ingest import ingest
+from mmcore.data.shards import decode_png, features_schema, vectors, write_table
+from mmcore.data.sources import open_source
+from mmcore.data.synth import generate_shapes
+from mmcore.features import extract_shard
+from mmcore.io import file_sha256
+from mmcore.models.contrastive import DualEncoder, build_dual_encoder
+from mmcore.text.tokenizer import TextTokenizer
+from mmcore.training.loop import pad_batch
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "extract.json"
+BATCH = 256  # extract_shard's default, which the extract stage uses
+ENCODER_SHA = "bench"  # extract_shard only stores it in the shard's spec
+PIECES = ["hash_input", "read_parquet", "decode_png", "image_forward", "pad_captions", "text_forward",
+          "convert_outputs", "build_table", "write_parquet"]
+FORWARD = ["image_forward", "text_forward"]
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+def processed_dataset(work: Path, n: int, max_len: int) -> tuple[list[tuple[Path, Path]], Path]:
+    """(samples, tokens) shard pairs and the tokenizer of `n` shapes images, made once and cached."""
+    root = work / f"shapes-{n}-64-v1"
+    raw, out = root / "raw", root / "processed"
+    done = root / "complete"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        generate_shapes(raw, n, seed=0, image_size=64)
+        log(f"  generated {n} shapes images in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        report = ingest(open_source(raw), out, IngestConfig(image_size=64, shard_size=1000), workers=2)
+        log(f"  ingested: {report.accepted} accepted, {report.rejected} rejected, {len(report.shards)} shards "
+            f"in {time.perf_counter() - t0:.0f} s")
+        shards = [s.samples_path for s in report.shards]
+        tok = ds.fit_tokenizer(shards, IngestConfig().vocab_size, out / ds.TOKENIZER)
+        for s in shards:
+            ds.tokenize_shard(s, tok, max_len)
+        done.touch()
+    samples = sorted(out.glob("samples-*.parquet"))
+    pairs = [(s, s.with_name(s.name.replace("samples-", "tokens-"))) for s in samples]
+    return pairs, out / ds.TOKENIZER
+
+
+def premade_batches(pairs: list[tuple[Path, Path]]) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Per shard: the image batches (B, 3, S, S) uint8 and caption batches (B, T) long extract_shard makes."""
+    out = []
+    for samples_path, tokens_path in pairs:
+        blobs = pq.read_table(samples_path, columns=["image"])["image"].to_pylist()
+        images = torch.from_numpy(np.stack([decode_png(b) for b in blobs]))  # one uint8 tensor per shard
+        caption_ids = pq.read_table(tokens_path, columns=["caption_ids"])["caption_ids"].to_pylist()
+        flat = [ids for caps in caption_ids for ids in caps]
+        out.append(([images[i : i + BATCH] for i in range(0, len(images), BATCH)],
+                    [pad_batch(flat[i : i + BATCH]) for i in range(0, len(flat), BATCH)]))
+    return out
+
+
+# --- the three timed runs -----------------------------------------------------------------------------
+
+
+def run_extract(model: DualEncoder, pairs: list[tuple[Path, Path]], out: Path) -> int:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rows = 0
+    for samples_path, tokens_path in pairs:
+        res = extract_shard(model, samples_path, tokens_path, out / samples_path.name.replace("samples-", "features-"),
+                            ENCODER_SHA, torch.device("cpu"), BATCH)
+        if res["skipped"]:
+            raise RuntimeError("extract_shard skipped a shard: the output folder was not fresh")
+        rows += res["rows"]
+    return rows
+
+
+@torch.no_grad()
+def run_forward(model: DualEncoder, batches: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
+                t: dict[str, float]) -> int:
+    rows = 0
+    for image_batches, text_batches in batches:
+        c = time.perf_counter()
+        for images in image_batches:
+            model.encode_image(images)
+            rows += len(images)
+        c2 = time.perf_counter()
+        for ids in text_batches:
+            model.encode_text(ids)
+        t["image_forward"] += c2 - c
+        t["text_forward"] += time.perf_counter() - c2
+    return rows
+
+
+@torch.no_grad()
+def extract_timed(model: DualEncoder, samples_path: Path, tokens_path: Path, out_path: Path,
+                  t: dict[str, float]) -> int:
+    """extract_shard's body (mmcore/features.py, minus the skip-if-unchanged check) with a clock per piece."""
+    device = torch.device("cpu")
+    c = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal c
+        now = time.perf_counter()
+        t[name] += now - c
+        c = now
+
+    spec = {"samples": file_sha256(samples_path), "encoder": ENCODER_SHA}
+    lap("hash_input")
+    model.eval()
+    samples = pq.read_table(samples_path, columns=["sample_id", "split", "image", "captions"])
+    caption_ids = pq.read_table(tokens_path, columns=["caption_ids"])["caption_ids"].to_pylist()
+    blobs = samples["image"].to_pylist()
+    lap("read_parquet")
+    emb, pooled, grid = [], [], []
+    for i in range(0, len(blobs), BATCH):
+        images = torch.from_numpy(np.stack([decode_png(b) for b in blobs[i : i + BATCH]])).to(device)
+        lap("decode_png")
+        o = model.encode_image(images)
+        lap("image_forward")
+        emb.append(o.embedding.cpu())
+        pooled.append(o.pooled.cpu())
+        grid.append(o.grid.flatten(1).cpu())
+        lap("convert_outputs")
+    flat = [ids for caps in caption_ids for ids in caps]
+    txt = []
+    for i in range(0, len(flat), BATCH):
+        ids = pad_batch(flat[i : i + BATCH]).to(device)
+        lap("pad_captions")
+        txt.append(model.encode_text(ids).cpu())
+        lap("text_forward")
+    txt_all = torch.cat(txt).numpy() if txt else np.zeros((0, model.image_proj.out_features), np.float32)
+    counts = np.array([len(caps) for caps in caption_ids], dtype=np.int32)
+    text_rows = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)),
+                                         vectors(txt_all))
+    enc = model.image_encoder
+    schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid_channels, enc.grid**2)
+    cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)  # noqa: E731
+    image_cols = {"image_embedding": vectors(cat(emb)), "image_pooled": vectors(cat(pooled)),
+                  "image_grid": vectors(cat(grid))}
+    lap("convert_outputs")
+    columns = {
+        "sample_id": samples["sample_id"],
+        "split": samples["split"],
+        **image_cols,
+        "text_embeddings": text_rows,
+        "caption_langs": [[c["lang"] for c in caps] for caps in samples["captions"].to_pylist()],
+    }
+    table = pa.table(columns, schema=schema)
+    lap("build_table")
+    write_table(out_path, table, {"spec": spec, "cells": enc.grid**2})
+    lap("write_parquet")
+    return len(blobs)
+
+
+def run_breakdown(model: DualEncoder, pairs: list[tuple[Path, Path]], out: Path, t: dict[str, float]) -> int:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return sum(extract_timed(model, s, tk, out / s.name.replace("samples-", "features-"), t) for s, tk in pairs)
+
+
+# --- the benchmark ------------------------------------------------------------------------------------
+
+
+def check_same(model: DualEncoder, pairs: list[tuple[Path, Path]], out: Path, batches: list) -> float:
+    """Max |difference| between the image embeddings extract_shard wrote and the raw forward's (sanity)."""
+    from mmcore.data.shards import vectors_to_numpy
+
+    run_extract(model, pairs, out)
+    written = np.concatenate([vectors_to_numpy(pq.read_table(out / s.name.replace("samples-", "features-"),
+                                                             columns=["image_embedding"])["image_embedding"])
+                              for s, _ in pairs])
+    with torch.no_grad():
+        raw = torch.cat([model.encode_image(x).embedding for image_batches, _ in batches for x in image_batches])
+    return float(np.abs(written - raw.numpy()).max())
+
+
+def bench(args: argparse.Namespace) -> dict:
+    cfg = load_config("demo")
+    log(f"data: {args.images} shapes images, 64 px, shards of 1000 (cached under {args.work})")
+    pairs, tok_path = processed_dataset(args.work, args.images, cfg.encoder.max_text_len)
+    tok = TextTokenizer.from_file(tok_path)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_dual_encoder(cfg.encoder, tok.vocab_size, tok.pad_id).eval()
+    log("pre-making decoded image batches and padded caption batches for the raw forward pass (not timed)")
+    batches = premade_batches(pairs)
+    n_images = sum(len(x) for ib, _ in batches for x in ib)
+    n_captions = sum(len(x) for _, tb in batches for x in tb)
+    max_tokens = max(x.shape[1] for _, tb in batches for x in tb)
+    log(f"  {len(pairs)} shards, {n_images} images, {n_captions} captions (padded width <= {max_tokens})")
+    out = args.work / "features-out"
+    log("warm-up: one extract pass and one image forward pass (checks that they agree)")
+    diff = check_same(model, pairs, out, batches)
+    log(f"  max |extract_shard embedding - raw forward embedding| = {diff:.2e}")
+
+    runs: dict[str, list[dict]] = {"extract": [], "forward": [], "breakdown": []}
+    for r in range(args.repeat):
+        for name in runs:
+            before = wait_idle(args.idle_wait)
+            pieces = dict.fromkeys(PIECES, 0.0)
+            cpu0, busy0 = _own_cpu(), _machine_busy()
+            t0 = time.perf_counter()
+            if name == "extract":
+                rows = run_extract(model, pairs, out)
+            elif name == "forward":
+                rows = run_forward(model, batches, pieces)
+            else:
+                rows = run_breakdown(model, pairs, out, pieces)
+            secs = time.perf_counter() - t0
+            own, busy = _own_cpu() - cpu0, _machine_busy() - busy0
+            others = max(0.0, busy - own) / secs
+            if rows != n_images:
+                raise RuntimeError(f"{name}: {rows} rows, expected {n_images}")
+            run = {"seconds": secs, "cpu_s": own, "others_cores": others, "others_cores_before": before}
+            if name != "extract":
+                run["pieces"] = pieces if name == "breakdown" else {k: pieces[k] for k in FORWARD}
+            runs[name].append(run)
+            log(f"  run {r + 1}/{args.repeat} {name:9s} {secs:6.2f} s  {rows / secs:7.1f} images/s  "
+                f"(CPU {own:.1f} s; other processes {before:.2f} cores before, {others:.2f} during)")
+    shutil.rmtree(out, ignore_errors=True)
+
+    best = {name: min(rs, key=lambda x: x["seconds"]) for name, rs in runs.items()}
+    summary = {name: {"best_seconds": round(b["seconds"], 3), "images_per_s": round(n_images / b["seconds"], 1),
+                      "cpu_s": round(b["cpu_s"], 2), "others_cores": round(b["others_cores"], 2),
+                      "all_seconds": [round(x["seconds"], 3) for x in runs[name]],
+                      "all_others_cores": [round(x["others_cores"], 2) for x in runs[name]]}
+               for name, b in best.items()}
+    ratio = best["forward"]["seconds"] / best["extract"]["seconds"]  # = (a) images/s / (b) images/s
+    # Per piece: the best of the repeats (each piece's own minimum), and the shares of the best breakdown run.
+    bd = best["breakdown"]
+    piece_best = {p: min(x["pieces"][p] for x in runs["breakdown"]) for p in PIECES}
+    breakdown = {p: {"best_seconds": round(piece_best[p], 3),
+                     "share_of_extract": round(piece_best[p] / best["extract"]["seconds"], 3)} for p in PIECES}
+    forward_in_extract = piece_best["image_forward"] + piece_best["text_forward"]
+    raw_forward = {p: round(min(x["pieces"][p] for x in runs["forward"]), 3) for p in FORWARD}
+    overhead = {p: piece_best[p] for p in PIECES if p not in ("image_forward", "text_forward")}
+    return {
+        "images": n_images, "captions": n_captions, "shards": len(pairs), "image_size": 64, "batch_size": BATCH,
+        "threads": args.threads, "max_caption_tokens": max_tokens, "repeat": args.repeat,
+        "model": {"preset": "demo", **cfg.encoder.model_dump(mode="json"), "vocab_size": tok.vocab_size,
+                  "weights": "untrained (torch.manual_seed(0))",
+                  "image_feature_widths": {"embedding": model.image_proj.out_features,
+                                           "pooled": model.image_encoder.out_channels,
+                                           "grid": f"{model.image_encoder.grid_channels} x "
+                                                   f"{model.image_encoder.grid ** 2}"}},
+        "max_abs_embedding_diff_extract_vs_forward": diff,
+        "runs": summary,
+        "ratio_extract_over_forward": round(ratio, 3),
+        "goal": "extract_shard images/s >= 0.85 x raw forward images/s",
+        "goal_met": ratio >= 0.85,
+        "breakdown": breakdown,
+        "breakdown_total_seconds": round(bd["seconds"], 3),
+        "breakdown_forward_seconds": round(forward_in_extract, 3),
+        "raw_forward_pieces_seconds": raw_forward,
+        "breakdown_overhead_seconds": round(sum(overhead.values()), 3),
+        "note": "breakdown pieces: each piece's best over the repeats of (c), a timed copy of extract_shard; "
+                "share_of_extract = piece seconds / best (a) seconds",
+    }
+
+
+LABELS = {"hash_input": "hash the sample shard (skip-if-unchanged spec)",
+          "read_parquet": "read samples + tokens Parquet, to Python lists",
+          "decode_png": "decode PNGs, stack, to tensor",
+          "image_forward": "`encode_image` (forward)",
+          "pad_captions": "pad caption batches (`pad_batch`)",
+          "text_forward": "`encode_text` (forward)",
+          "convert_outputs": "convert outputs (`.cpu()`, cat, `vectors`, list offsets)",
+          "build_table": "build the Arrow table (incl. caption_langs)",
+          "write_parquet": "write the Parquet shard (`write_table`)"}
+
+
+def tables(res: dict) -> str:
+    r = res["runs"]
+    out = [f"{res['images']:,} images (64 px, {res['shards']} shards) and {res['captions']:,} captions, demo preset "
+           f"encoder, batch {res['batch_size']}, {res['threads']} threads, best of {res['repeat']}:\n",
+           "| run | seconds | images/s | vs raw forward | others' load (cores) |", "|---|---|---|---|---|"]
+    names = {"extract": "(a) `extract_shard` over all shards", "forward": "(b) raw forward (`encode_image` + "
+             "`encode_text` on pre-made tensors)", "breakdown": "(c) timed copy of extract_shard (breakdown)"}
+    for k in ("extract", "forward", "breakdown"):
+        out.append(f"| {names[k]} | {r[k]['best_seconds']:.2f} | {r[k]['images_per_s']:.0f} | "
+                   f"{r['forward']['best_seconds'] / r[k]['best_seconds']:.2f} | {r[k]['others_cores']:.2f} |")
+    out.append(f"\nRatio (a)/(b): **{res['ratio_extract_over_forward']:.2f}** (goal >= 0.85: "
+               f"{'met' if res['goal_met'] else 'NOT met'})\n")
+    out += ["Where (a)'s time goes (each piece's best of the repeats of (c)):\n",
+            "| piece | seconds | share of (a) |", "|---|---|---|"]
+    for p, b in res["breakdown"].items():
+        out.append(f"| {LABELS[p]} | {b['best_seconds']:.2f} | {100 * b['share_of_extract']:.1f}% |")
+    raw = res["raw_forward_pieces_seconds"]
+    out.append(f"\nForward inside extract: {res['breakdown_forward_seconds']:.2f} s (raw forward (b): image "
+               f"{raw['image_forward']:.2f} s + text {raw['text_forward']:.2f} s); everything else: "
+               f"{res['breakdown_overhead_seconds']:.2f} s.\n")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000, help="synthetic shapes images (64 px)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--repeat", type=int, default=3, help="timings per measurement; the best is kept")
+    parser.add_argument("--idle-wait", type=float, default=30.0,
+                        help="seconds to wait, at most, for a quiet machine before each timing")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mmcore-extract-bench",
+                        help="where the processed dataset is cached and feature shards are written")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    res: dict = {"machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                             "python": platform.python_version(), "torch": torch.__version__,
+                             "pyarrow": pa.__version__, "numpy": np.__version__},
+                 "date": time.strftime("%Y-%m-%d"),
+                 "command": "python -m bench.extract_bench " + " ".join(sys.argv[1:])}
+    res["extract"] = bench(args)
+    res["total_seconds"] = round(time.perf_counter() - start, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print()
+    print(tables(res["extract"]))
+    log(f"done in {res['total_seconds']:.0f} s; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
