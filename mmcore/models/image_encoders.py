@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import NamedTuple
 
 import torch
@@ -73,7 +74,7 @@ def _load_torchvision(name: str, pretrained: bool) -> nn.Module:
     weights = "DEFAULT" if pretrained else None
     try:
         return torchvision.models.get_model(name, weights=weights)
-    except (OSError, RuntimeError, ValueError) as exc:  # no cache and no network, or a bad file
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:  # offline, or a bad file
         if not pretrained:
             raise
         raise RuntimeError(
