@@ -49,7 +49,7 @@ from bench.ingest_bench import _machine_busy, _own_cpu, log, wait_idle
 from mmcore.config import IngestConfig, load_config
 from mmcore.data import dataset as ds
 from mmcore.data.ingest import ingest
-from mmcore.data.shards import decode_png, features_schema, vectors, write_table
+from mmcore.data.shards import decode_png, features_schema, vector_lists, vectors, write_table
 from mmcore.data.sources import open_source
 from mmcore.data.synth import generate_shapes
 from mmcore.features import extract_shard
@@ -178,9 +178,7 @@ def extract_timed(model: DualEncoder, samples_path: Path, tokens_path: Path, out
         txt.append(model.encode_text(ids).cpu())
         lap("text_forward")
     txt_all = torch.cat(txt).numpy() if txt else np.zeros((0, model.image_proj.out_features), np.float32)
-    counts = np.array([len(caps) for caps in caption_ids], dtype=np.int32)
-    text_rows = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)),
-                                         vectors(txt_all))
+    text_rows = vector_lists(txt_all, [len(caps) for caps in caption_ids])
     enc = model.image_encoder
     schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid_channels, enc.grid**2)
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)  # noqa: E731

@@ -85,18 +85,19 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
     hyps = [hyps_all[i] for i in keep]
     common = Counter(c["text"] for caps in train.captions for c in caps if c["lang"] == lang).most_common(1)
     baseline = common[0][0] if common else ""
-    constant = [baseline] * len(refs)
-    metrics: dict[str, float] = {}
-    for name, score in (("bleu1", lambda h: bleu(h, refs, lang, 1)), ("bleu2", lambda h: bleu(h, refs, lang, 2)),
-                        ("bleu3", lambda h: bleu(h, refs, lang, 3)), ("bleu4", lambda h: bleu(h, refs, lang, 4)),
-                        ("cider_d", lambda h: cider_d(h, refs, lang)), ("rouge_l", lambda h: rouge_l(h, refs, lang))):
-        metrics[f"caption_{name}"] = score(hyps)
-        metrics[f"caption_{name}_baseline"] = score(constant)
-    metrics["caption_distinct2"] = distinct_n(hyps, 2, lang)
-    metrics["caption_distinct2_baseline"] = distinct_n(constant, 2, lang)
+    metrics = {f"caption_{k}": v for k, v in _caption_scores(hyps, refs, lang).items()}
+    constant = _caption_scores([baseline] * len(refs), refs, lang)
+    metrics.update({f"caption_{k}_baseline": v for k, v in constant.items()})
     examples = [{"sample_id": test.sample_ids[i], "caption": h, "references": r}
                 for i, h, r in zip(keep[:10], hyps[:10], refs[:10], strict=False)]
     return metrics, examples
+
+
+def _caption_scores(hyps: list[str], refs: list[list[str]], lang: str) -> dict[str, float]:
+    scores = {f"bleu{n}": bleu(hyps, refs, lang, n) for n in (1, 2, 3, 4)}
+    scores.update(cider_d=cider_d(hyps, refs, lang), rouge_l=rouge_l(hyps, refs, lang),
+                  distinct2=distinct_n(hyps, 2, lang))
+    return scores
 
 
 def _slug(text: str) -> str:

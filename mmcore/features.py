@@ -18,6 +18,7 @@ from mmcore.data.shards import (
     features_schema,
     read_metadata,
     read_tables,
+    vector_lists,
     vector_lists_to_numpy,
     vectors,
     vectors_to_numpy,
@@ -53,9 +54,7 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
     txt = [model.encode_text(pad_batch(flat[i : i + batch_size]).to(device)).cpu()
            for i in range(0, len(flat), batch_size)]
     txt_all = torch.cat(txt).numpy() if txt else np.zeros((0, model.image_proj.out_features), np.float32)
-    counts = np.array([len(caps) for caps in caption_ids], dtype=np.int32)
-    text_rows = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)),
-                                         vectors(txt_all))
+    text_rows = vector_lists(txt_all, [len(caps) for caps in caption_ids])
     enc = model.image_encoder
     schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid_channels, enc.grid**2)
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)  # noqa: E731

@@ -112,11 +112,10 @@ def _storage(uri: str) -> Storage:
     return Storage(uri)
 
 
-def _reject(rec: R.SourceRecord, record_key: str, digest: str, problem: R.Problem,
-            duplicate_of: str | None = None) -> dict:
+def _reject(rec: R.SourceRecord, record_key: str, digest: str, problem: R.Problem) -> dict:
     return {"record": rec.number, "sample_id": rec.key, "record_key": record_key, "record_digest": digest,
             "where": rec.where, "image_path": rec.image, "reason": problem.reason, "message": problem.message,
-            "duplicate_of": duplicate_of}
+            "duplicate_of": None}
 
 
 def _as_duplicate(row: dict, kept: str) -> dict:
@@ -142,10 +141,8 @@ def process_record(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key:
             data = _storage(uri).read_bytes(ann.image)
         except OutsideRoot as exc:
             return _reject(rec, record_key, digest, R.Problem(R.OUTSIDE_ROOT, str(exc)))
-        except FileNotFoundError as exc:
+        except FileNotFoundError as exc:  # also a folder where a file should be (Storage.read_bytes)
             return _reject(rec, record_key, digest, R.Problem(R.MISSING_FILE, str(exc)))
-        except IsADirectoryError:
-            return _reject(rec, record_key, digest, R.Problem(R.MISSING_FILE, f"{ann.image} is a folder"))
     loaded = load_image(data, cfg)
     if isinstance(loaded, R.Problem):
         return _reject(rec, record_key, digest, loaded)
@@ -229,21 +226,21 @@ class _Ledger:
             if kind in ("rejects", "tokens") and number.isdigit() and int(number) not in indexes:
                 path.unlink()
         led.shards = indexes
+        images: dict[int, tuple[str, int, int]] = {}  # image prefix -> (sample id, record key, shard)
         for index in indexes:
             samples, rejects = shard_paths(out_dir, index)
             for path, rejected in ((samples, False), (rejects, True)):
-                table = pq.read_table(path, columns=["record_key", "record_digest"])
-                for key, digest in zip(table["record_key"].to_pylist(), table["record_digest"].to_pylist(),
-                                       strict=True):
+                columns = ["record_key", "record_digest"] + ([] if rejected else ["sample_id", "image_sha256"])
+                table = pq.read_table(path, columns=columns)
+                for key, digest, *kept in zip(*(table[c].to_pylist() for c in columns), strict=True):
                     k = key64(key)
                     if k in led.records:  # rewritten by a later run (killed before it compacted)
                         led.drop.setdefault(led.records[k][1], set()).add(k)
                     led.records[k] = (key64(digest), index, rejected)
-        for index in indexes:
-            table = pq.read_table(shard_paths(out_dir, index)[0], columns=["record_key", "sample_id", "image_sha256"])
-            for key, sid, sha in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
-                if led.records[key64(key)][1] == index:
-                    led.images[int(sha[:16], 16)] = sid
+                    if kept:
+                        images[int(kept[1][:16], 16)] = (kept[0], k, index)
+        # an image counts as kept only while its row is the live version of its record
+        led.images = {prefix: sid for prefix, (sid, k, index) in images.items() if led.records[k][1] == index}
         return led
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -150,6 +151,15 @@ def check_text(ann: Annotation, max_chars: int) -> Problem | None:
         if len(text) > max_chars:
             return Problem(TEXT_TOO_LONG, f"{where} has {len(text)} characters, limit {max_chars}")
     return None
+
+
+def by_lang(texts: Iterable[str | tuple[str, str | None]]) -> dict[str, list[str]]:
+    """Captions grouped by language; a text without a language (or with an empty one) gets a guessed one."""
+    out: dict[str, list[str]] = {}
+    for item in texts:
+        text, lang = (item, None) if isinstance(item, str) else item
+        out.setdefault(lang or guess_lang(text), []).append(text)
+    return out
 
 
 def guess_lang(text: str) -> str:

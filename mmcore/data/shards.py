@@ -118,6 +118,12 @@ def vectors(matrix: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(vector_type(m.shape[1]), len(m), [None, pa.py_buffer(m)])
 
 
+def vector_lists(flat: np.ndarray, counts: list[int]) -> pa.Array:
+    """(sum(counts), W) float -> a list<vector> column: row i holds the next counts[i] vectors."""
+    offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), vectors(flat))
+
+
 def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A vector column (or a FixedSizeList<float32> one, as older shards have) -> (N, W) float32.
 

@@ -55,11 +55,10 @@ def _split_file(uri: str) -> tuple[Storage, str | None]:
         return storage, None
     if is_uri(uri):
         parent, _, name = uri.rstrip("/").rpartition("/")
-        folder = Storage(parent)
     else:
         path = Path(uri).resolve()
         parent, name = str(path.parent), path.name
-        folder = Storage(parent)
+    folder = Storage(parent)
     if not folder.is_file(name):
         raise SourceError(f"source {uri} does not exist (expected a dataset folder or an annotation file)")
     return folder, name

@@ -163,8 +163,6 @@ class CocoSource(Source):
                     problem = R.Problem(R.NO_TEXT, f"{where} ({image}) has no captions in 'annotations'")
                     yield R.SourceRecord(number, key, where, None, split=split, problem=problem)
                     continue
-                by_lang: dict[str, list[str]] = {}
-                for text in texts:
-                    by_lang.setdefault(R.guess_lang(text), []).append(text)
-                yield R.SourceRecord(number, key, where, R.Annotation(image=image, captions=by_lang), split=split)
+                yield R.SourceRecord(number, key, where, R.Annotation(image=image, captions=R.by_lang(texts)),
+                                     split=split)
 

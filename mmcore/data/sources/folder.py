@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError
 from mmcore.data.storage import Storage
 
 SIDECAR = ".txt"
-
-
-def by_lang(texts: Iterable[str | tuple[str, str | None]]) -> dict[str, list[str]]:
-    """Captions grouped by language; a text without a language (or with an empty one) gets a guessed one."""
-    out: dict[str, list[str]] = {}
-    for item in texts:
-        text, lang = (item, None) if isinstance(item, str) else item
-        out.setdefault(lang or R.guess_lang(text), []).append(text)
-    return out
 
 
 def _stem(rel: str) -> str:
@@ -82,6 +73,6 @@ class FolderSource(Source):
         if isinstance(text, R.Problem):
             return R.SourceRecord(number, rel, where, None, problem=text)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        ann = R.Annotation(image=rel, captions=by_lang(lines))
+        ann = R.Annotation(image=rel, captions=R.by_lang(lines))
         problem = None if lines else R.Problem(R.NO_TEXT, f"{sidecar} has no caption lines")
         return R.SourceRecord(number, rel, where, ann, problem=problem)

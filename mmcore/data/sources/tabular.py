@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError, iter_lines
-from mmcore.data.sources.folder import by_lang
 from mmcore.data.storage import Storage
 
 CSV_EXTENSIONS = (".csv", ".tsv")
@@ -108,7 +107,7 @@ class CsvSource(Source):
         yield from held
 
     def _group(self, image: str, line: int, captions: list) -> tuple:
-        return image, f"{self.path} line {line}", R.Annotation(image=image, captions=by_lang(captions)), None
+        return image, f"{self.path} line {line}", R.Annotation(image=image, captions=R.by_lang(captions)), None
 
     def _fields(self, line: int, row: list[str]) -> tuple[str, str, str | None] | R.Problem:
         image_at, caption_at, lang_at = self.index
@@ -237,7 +236,7 @@ class ParquetSource(Source):
             problem = R.Problem(R.MALFORMED, f"{where}: a question without an answer, or an answer without one")
             return R.SourceRecord(number, key, where, None, problem=problem)
         qa = [R.QA(question=question, answer=answer)] if question is not None else []
-        ann = R.Annotation(image=path or key, captions=by_lang((t, values.get("lang")) for t in texts), qa=qa)
+        ann = R.Annotation(image=path or key, captions=R.by_lang((t, values.get("lang")) for t in texts), qa=qa)
         problem = None if texts or qa else R.Problem(R.NO_TEXT, f"{where}: column {plan['text']!r} is empty")
         return R.SourceRecord(number, key, where, ann, image_bytes=data, problem=problem)
 

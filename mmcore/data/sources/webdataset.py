@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError
-from mmcore.data.sources.folder import by_lang
 from mmcore.data.storage import Storage
 
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
@@ -96,7 +95,7 @@ class WebDatasetSource(Source):
             text = R.decode_text(raw, f"{rel} member {name}")
             if isinstance(text, R.Problem):
                 return R.SourceRecord(number, record_key, where, None, problem=text)
-            captions = by_lang(line.strip() for line in text.splitlines() if line.strip())
+            captions = R.by_lang(line.strip() for line in text.splitlines() if line.strip())
         if "json" in members:
             parsed = _from_json(*members["json"], f"{rel} member {members['json'][0]}")
             if isinstance(parsed, R.Problem):
@@ -127,7 +126,7 @@ def _from_json(name: str, raw: bytes, where: str) -> R.Annotation | R.Problem:
         return R.Problem(R.MALFORMED, f"{where}: expected a JSON object, found {type(data).__name__}")
     captions = data.get("captions") or {}
     if isinstance(captions, list) and all(isinstance(c, str) for c in captions):
-        captions = by_lang(captions)  # a plain list says no language
+        captions = R.by_lang(captions)  # a plain list says no language
     ann = R.parse_annotation({"image": name, "captions": captions, "qa": data.get("qa") or []}, where)
     single = data.get("caption", data.get("text"))
     if isinstance(ann, R.Problem) or single is None:

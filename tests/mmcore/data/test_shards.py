@@ -7,15 +7,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmcore.data.shards import read_metadata, vector_lists_to_numpy, vectors, vectors_to_numpy, write_table
+from mmcore.data.shards import (
+    read_metadata,
+    vector_lists,
+    vector_lists_to_numpy,
+    vectors,
+    vectors_to_numpy,
+    write_table,
+)
 
 
 def test_vectors_round_trip_through_parquet_exactly(tmp_path):
     m = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float32)
     per_row = [m[:2], m[2:2], m[2:5]]  # 2, 0 and 3 vectors
-    offsets = pa.array([0, 2, 2, 5], pa.int32())
     table = pa.table({"id": [str(i) for i in range(50)], "v": vectors(m)})
-    lists = pa.table({"l": pa.ListArray.from_arrays(offsets, vectors(m[:5]))})
+    lists = pa.table({"l": vector_lists(m[:5], [2, 0, 3])})
     write_table(tmp_path / "v.parquet", table, {"cells": 4})
     write_table(tmp_path / "l.parquet", lists)
     back = pq.read_table(tmp_path / "v.parquet")
