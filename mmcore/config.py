@@ -75,6 +75,9 @@ class PretrainConfig(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learned)")
+    objective: Literal["auto", "contrastive", "vqa"] = Field(
+        "auto", description="contrastive: align images and captions; vqa: train the image encoder through a "
+                            "VQA head (data without captions); auto: contrastive when there are captions")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
                                                                    "the device supports it")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
@@ -92,6 +95,8 @@ class HeadsConfig(StrictModel):
     word_dim: int = Field(128, ge=8, description="word embedding size of the question encoder and decoder")
     caption_lang: str = Field("en", description="language of the captions the decoder learns")
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
+    vqa_baselines: bool = Field(True, description="also train the VQA head on the question alone and on the "
+                                                  "image alone: the blind baselines its accuracy is read against")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
                                                                    "the device supports it")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")

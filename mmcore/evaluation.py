@@ -24,7 +24,12 @@ from mmcore.training.heads import Heads, caption_pairs, predict_answers, qa_pair
 
 
 def evaluate_retrieval(test: FeatureSet, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Per-caption retrieval over every caption of every test image (all languages), with its ceiling."""
+    """Per-caption retrieval over every caption of every test image (all languages), with its ceiling.
+
+    Data without captions (a VQA dataset) has nothing to retrieve: no metrics.
+    """
+    if not any(len(t) for t in test.text_embeddings):
+        return {}
     owner = np.concatenate([np.full(len(t), i) for i, t in enumerate(test.text_embeddings)])
     out = retrieval_metrics(test.image_embedding, np.concatenate(test.text_embeddings), owner, ks)
     out["t2i_r1_ceiling"] = retrieval_ceiling(test.captions)
@@ -51,6 +56,9 @@ def evaluate_vqa(heads: Heads, train: FeatureSet, test: FeatureSet, device: torc
     majority = majority_answer([qa["answer"] for qas in train.qa for qa in qas])
     out = {"vqa_acc": accuracy(pred, gold), "vqa_acc_baseline": accuracy([majority] * len(gold), gold)}
     out.update({f"vqa_acc_{_slug(t)}": v for t, v in accuracy_by_type(pred, gold, types).items()})
+    for inputs, model in heads.vqa_blind.items():  # the same head seeing only the question, or only the image
+        blind_idx = predict_answers(model, test, [p[0] for p in pairs], [p[1] for p in pairs], device, inputs=inputs)
+        out[f"vqa_acc_{inputs}_only"] = accuracy([heads.answers[i] for i in blind_idx.tolist()], gold)
     return out
 
 

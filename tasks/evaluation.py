@@ -18,6 +18,7 @@ from mmcore.training.loop import select_device
 from tasks import tracking
 
 HEADLINE = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r1_ceiling", "t2i_r5", "t2i_r10", "t2i_mean_rank", "vqa_acc",
+            "vqa_acc_question_only", "vqa_acc_image_only",
             "caption_bleu4", "caption_cider_d", "caption_rouge_l")
 
 

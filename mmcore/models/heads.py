@@ -40,14 +40,25 @@ class VQAHead(nn.Module):
             nn.Linear(hidden * 2, n_answers),
         )
 
-    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, question_ids: torch.Tensor) -> torch.Tensor:
-        q = self.question(question_ids)  # (B, H)
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, question_ids: torch.Tensor,
+                owner: torch.Tensor | None = None) -> torch.Tensor:
+        """Answer logits (Q, A) for questions (Q, T) about images grid (B, G, g, g), pooled (B, C).
+
+        Without `owner`, question i is about image i (B = Q); with it, about image owner[i], so an image
+        asked several questions is projected once.
+        """
+        # Questions repeat a lot (templates, the same question asked of many images): encode each distinct
+        # one once. Exact: rows are independent, and the gradient sums over the copies.
+        unique, inverse = torch.unique(question_ids, dim=0, return_inverse=True)
+        q = self.question(unique)[inverse]  # (Q, H)
         cells = self.image(grid, pooled)  # (B, N, H)
-        keys = self.attn(q).view(q.shape[0], self.glimpses, -1)  # (B, G, H)
-        weights = torch.softmax(keys @ cells.transpose(1, 2) / cells.shape[-1] ** 0.5, dim=-1)  # (B, G, N)
-        ctx = weights @ cells  # (B, G, H)
+        if owner is not None:
+            cells = cells[owner]  # (Q, N, H)
+        keys = self.attn(q).view(q.shape[0], self.glimpses, -1)  # (Q, G, H)
+        weights = torch.softmax(keys @ cells.transpose(1, 2) / cells.shape[-1] ** 0.5, dim=-1)  # (Q, G, N)
+        ctx = weights @ cells  # (Q, G, H)
         fused = torch.cat([q, ctx.flatten(1), (ctx * q.unsqueeze(1)).flatten(1)], dim=-1)
-        return self.classifier(fused)  # (B, A)
+        return self.classifier(fused)  # (Q, A)
 
 
 class CaptionDecoder(nn.Module):

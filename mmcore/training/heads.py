@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mmcore.config import HeadsConfig
 from mmcore.features import FeatureSet
@@ -19,15 +20,23 @@ from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, see
 HEADS_FILE = "heads.pt"
 
 
+VQA_INPUTS = ("both", "question", "image")  # what a VQA head sees; the last two are the blind baselines
+
+
 @dataclass
 class Heads:
-    """Trained heads plus what is needed to use them: the answer vocabulary and the caption language."""
+    """Trained heads plus what is needed to use them: the answer vocabulary and the caption language.
+
+    `vqa_blind` holds the baseline heads trained with one input blanked ("question": the question alone,
+    "image": the image alone); evaluation reads the VQA head's accuracy against theirs.
+    """
 
     vqa: VQAHead | None
     answers: list[str]
     captioner: CaptionDecoder | None
     caption_lang: str
     dims: dict[str, int]
+    vqa_blind: dict[str, VQAHead] = field(default_factory=dict)
 
 
 def _dims(data: FeatureSet, vocab_size: int, cfg: HeadsConfig) -> dict[str, int]:
@@ -48,6 +57,20 @@ def _image_batch(data: FeatureSet, idx: list[int], device: torch.device) -> tupl
     return torch.from_numpy(data.grid[idx]).to(device), torch.from_numpy(data.pooled[idx]).to(device)
 
 
+def _vqa_inputs(data: FeatureSet, idx: list[int], questions: list[list[int]], inputs: str,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grid, pooled, question ids of a batch, with the input a blind baseline must not see blanked:
+    zeros for the image, an empty question ([BOS] [EOS]) for the question."""
+    if inputs not in VQA_INPUTS:
+        raise ValueError(f"unknown VQA inputs {inputs!r}; choose one of {list(VQA_INPUTS)}")
+    grid, pooled = _image_batch(data, idx, device)
+    if inputs == "question":
+        grid, pooled = torch.zeros_like(grid), torch.zeros_like(pooled)
+    if inputs == "image":
+        questions = [q[:1] + q[-1:] for q in questions]
+    return grid, pooled, pad_batch(questions).to(device)
+
+
 def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, list[int], int]]:
     """(sample, question ids, answer class) for every question; unknown answers get class -1."""
     return [(i, ids, answer_index.get(qa["answer"], -1))
@@ -56,8 +79,11 @@ def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, 
 
 
 def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: int, device: torch.device,
-              on_epoch: EpochCallback | None = None) -> tuple[VQAHead, list[str]]:
-    """Answer classifier over the training answers (most frequent first)."""
+              on_epoch: EpochCallback | None = None, inputs: str = "both") -> tuple[VQAHead, list[str]]:
+    """Answer classifier over the training answers (most frequent first).
+
+    `inputs` "question" or "image" trains a blind baseline that sees only that input (see `_vqa_inputs`).
+    """
     seed_everything(cfg.seed)
     answers = [a for a, _ in Counter(qa["answer"] for qas in train.qa for qa in qas).most_common()]
     if not answers:
@@ -67,21 +93,22 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
     d = _dims(train, vocab_size, cfg)
     model = build_vqa(d, len(answers)).to(device)
 
-    def batches(epoch: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = epoch_order(len(pairs), cfg.seed, epoch).tolist()
         for s in range(0, len(order), cfg.batch_size):
             chunk = [pairs[j] for j in order[s : s + cfg.batch_size]]
-            yield ([p[0] for p in chunk], pad_batch([p[1] for p in chunk]).to(device),
-                   torch.tensor([p[2] for p in chunk], device=device))
+            x = _vqa_inputs(train, [p[0] for p in chunk], [p[1] for p in chunk], inputs, device)
+            yield (*x, torch.tensor([p[2] for p in chunk], device=device))
 
-    def step(batch: tuple[list[int], torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        idx, q, y = batch
-        return classification_loss(model(*_image_batch(train, idx, device), q), y)
+    def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        *x, y = batch
+        return classification_loss(model(*x), y)
 
     def validate() -> dict[str, float]:
         if not val_pairs:
             return {}
-        pred = predict_answers(model, val, [p[0] for p in val_pairs], [p[1] for p in val_pairs], device)
+        pred = predict_answers(model, val, [p[0] for p in val_pairs], [p[1] for p in val_pairs], device,
+                               inputs=inputs)
         return {"val_vqa_acc": float((pred == torch.tensor([p[2] for p in val_pairs])).float().mean())}
 
     steps = (len(pairs) + cfg.batch_size - 1) // cfg.batch_size
@@ -92,12 +119,12 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
 
 @torch.no_grad()
 def predict_answers(model: VQAHead, data: FeatureSet, idx: list[int], question_ids: list[list[int]],
-                    device: torch.device, batch_size: int = 512) -> torch.Tensor:
+                    device: torch.device, batch_size: int = 512, inputs: str = "both") -> torch.Tensor:
     model.eval()
     out = []
     for s in range(0, len(idx), batch_size):
-        grid, pooled = _image_batch(data, idx[s : s + batch_size], device)
-        out.append(model(grid, pooled, pad_batch(question_ids[s : s + batch_size]).to(device)).argmax(-1).cpu())
+        x = _vqa_inputs(data, idx[s : s + batch_size], question_ids[s : s + batch_size], inputs, device)
+        out.append(model(*x).argmax(-1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -139,9 +166,34 @@ def train_captioner(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_
     return model
 
 
+def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: int, device: torch.device,
+                on_epoch: Callable[[str], EpochCallback | None] = lambda name: None) -> tuple[Heads, dict[str, str]]:
+    """Trains every head the training data supports; returns the heads and, per head left out, why.
+
+    `on_epoch(name)` gives the epoch callback of head `name` (vqa, vqa_question_only, vqa_image_only, caption).
+    """
+    skipped: dict[str, str] = {}
+    vqa, answers, blind = None, [], {}
+    if any(q for qs in train.question_ids for q in qs):
+        vqa, answers = train_vqa(train, val, cfg, vocab_size, device, on_epoch("vqa"))
+        if cfg.vqa_baselines:
+            for inputs in ("question", "image"):
+                blind[inputs], _ = train_vqa(train, val, cfg, vocab_size, device,
+                                             on_epoch(f"vqa_{inputs}_only"), inputs=inputs)
+    else:
+        skipped["vqa"] = "the training split has no questions"
+    captioner = None
+    if caption_pairs(train, cfg.caption_lang):
+        captioner = train_captioner(train, val, cfg, vocab_size, device, on_epoch("caption"))
+    else:
+        skipped["caption"] = f"the training split has no captions in heads.caption_lang={cfg.caption_lang!r}"
+    return Heads(vqa, answers, captioner, cfg.caption_lang, _dims(train, vocab_size, cfg), blind), skipped
+
+
 def save_heads(heads: Heads, path: str | Path) -> Path:
     state = {
         "vqa": heads.vqa.state_dict() if heads.vqa else {},
+        "vqa_blind": {k: m.state_dict() for k, m in heads.vqa_blind.items()},
         "answers": heads.answers,
         "captioner": heads.captioner.state_dict() if heads.captioner else {},
         "caption_lang": heads.caption_lang,
@@ -151,21 +203,16 @@ def save_heads(heads: Heads, path: str | Path) -> Path:
     return Path(path)
 
 
+def _restore(model: nn.Module, weights: dict[str, torch.Tensor], device: torch.device | str) -> nn.Module:
+    model.load_state_dict(weights)
+    return model.to(device).eval()
+
+
 def load_heads(path: str | Path, device: torch.device | str = "cpu") -> Heads:
+    """Rebuilds the heads saved by `save_heads` (tensors and plain containers: loads with weights_only)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    d = state["dims"]
-    vqa = cap = None
-    if state["vqa"]:
-        vqa = build_vqa(d, len(state["answers"]))
-        vqa.load_state_dict(state["vqa"])
-        vqa = vqa.to(device).eval()
-    if state["captioner"]:
-        cap = build_captioner(d)
-        cap.load_state_dict(state["captioner"])
-        cap = cap.to(device).eval()
-    return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], dict(d))
-
-
-def build_heads(vqa: VQAHead, answers: list[str], captioner: CaptionDecoder, train: FeatureSet,
-                vocab_size: int, cfg: HeadsConfig) -> Heads:
-    return Heads(vqa, answers, captioner, cfg.caption_lang, _dims(train, vocab_size, cfg))
+    d, n_answers = state["dims"], len(state["answers"])
+    vqa = _restore(build_vqa(d, n_answers), state["vqa"], device) if state["vqa"] else None
+    cap = _restore(build_captioner(d), state["captioner"], device) if state["captioner"] else None
+    blind = {k: _restore(build_vqa(d, n_answers), w, device) for k, w in state.get("vqa_blind", {}).items()}
+    return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], dict(d), blind)

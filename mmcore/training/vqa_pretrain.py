@@ -1,0 +1,108 @@
+"""Supervised pretraining of the image encoder on question answering, for data without captions.
+
+Contrastive pretraining needs image-caption pairs. A VQA dataset such as easy-VQA has questions and
+answers only, so its image encoder is trained end to end through a VQA head instead: the CNN learns
+the features that answer the questions, and the later stages (frozen features, heads) run unchanged.
+The text tower of the dual encoder is not trained by this objective, so text-to-image search is not
+meaningful for such a model (evaluation reports no retrieval metrics for data without captions).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmcore.config import EncoderConfig, PretrainConfig
+from mmcore.data.dataset import SampleSet
+from mmcore.losses import classification_loss
+from mmcore.models.contrastive import DualEncoder, build_dual_encoder
+from mmcore.models.heads import VQAHead
+from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, save_encoder
+from mmcore.training.loop import EpochCallback, FitResult, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
+
+OBJECTIVES = ("contrastive", "vqa")
+
+
+def resolve_objective(objective: str, train: SampleSet) -> str:
+    """`auto` means contrastive when the training samples have captions, else VQA."""
+    if objective in OBJECTIVES:
+        return objective
+    if objective != "auto":
+        raise ValueError(f"unknown pretraining objective {objective!r}; choose auto or one of {list(OBJECTIVES)}")
+    if any(train.caption_ids):
+        return "contrastive"
+    if any(train.question_ids):
+        return "vqa"
+    raise ValueError("the training split has neither captions nor questions: nothing to pretrain on")
+
+
+def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[int], int]]]:
+    """Per sample: (question ids, answer class) for each question; answers unseen in training get -1."""
+    return [[(ids, index.get(qa["answer"], -1)) for qa, ids in zip(qas, qids, strict=True)]
+            for qas, qids in zip(data.qa, data.question_ids, strict=True)]
+
+
+def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
+                 out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
+                 resume_key: str = "") -> tuple[DualEncoder, FitResult]:
+    """Trains the image encoder with a VQA head on top; writes encoder.pt (the dual encoder) to out_dir.
+
+    Each batch is `cfg.batch_size` images with all of their questions: the CNN runs once per image.
+    Checkpoints every epoch; a checkpoint with the same `resume_key` is continued, not redone.
+    """
+    answers = [a for a, _ in Counter(qa["answer"] for qas in train.qa for qa in qas).most_common()]
+    keep = [i for i, q in enumerate(train.question_ids) if q]
+    if not answers or len(keep) < 1:
+        raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
+    index = {a: i for i, a in enumerate(answers)}
+    questions, val_questions = _questions(train, index), _questions(val, index)
+    seed_everything(cfg.seed)
+    out_dir = Path(out_dir)
+    encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature)
+    enc = encoder.image_encoder
+    head = VQAHead(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, len(answers), enc_cfg.word_dim,
+                   enc_cfg.text_hidden)
+    model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
+
+    def batch_of(data: SampleSet, qs: list[list[tuple[list[int], int]]],
+                 idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        owner = [j for j, i in enumerate(idx) for _ in qs[i]]  # image row of every question
+        flat = [q for i in idx for q in qs[i]]
+        return (torch.from_numpy(data.images[idx]).to(device), torch.tensor(owner, device=device),
+                pad_batch([q[0] for q in flat]).to(device), torch.tensor([q[1] for q in flat], device=device))
+
+    def logits(images: torch.Tensor, owner: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        feats = encoder.encode_image(images)  # grid (B, G, g, g), pooled (B, C)
+        return head(feats.grid, feats.pooled, q, owner)  # (Q, A)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = [keep[i] for i in epoch_order(len(keep), cfg.seed, epoch).tolist()]
+        for s in range(0, len(order), cfg.batch_size):
+            yield batch_of(train, questions, order[s : s + cfg.batch_size])
+
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        images, owner, q, y = batch
+        return classification_loss(logits(images, owner, q), y)
+
+    def validate() -> dict[str, float]:
+        rows = [i for i, q in enumerate(val_questions) if q]
+        if not rows:
+            return {}
+        right = total = 0
+        for s in range(0, len(rows), 256):
+            images, owner, q, y = batch_of(val, val_questions, rows[s : s + 256])
+            right += int((logits(images, owner, q).argmax(-1) == y).sum())
+            total += len(y)
+        return {"val_vqa_acc": right / total}
+
+    has_val = any(val_questions)
+    steps = max(1, -(-len(keep) // cfg.batch_size))
+    fit_cfg = stage_fit_config(cfg, steps, "val_vqa_acc", "max", has_val, cfg.weight_decay)
+    result = fit(model, fit_cfg, batches, step, validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch,
+                 resume_key=resume_key)
+    save_encoder(encoder, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
+    return encoder, result

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmcore.config import HeadsConfig
+from mmcore.evaluation import evaluate_vqa
+from mmcore.features import FeatureSet
+from mmcore.training.heads import load_heads, save_heads, train_heads
+
+COLOUR_Q, SHAPE_Q = [2, 5, 6, 3], [2, 7, 8, 3]  # "what colour is it?", "is it a shape?"
+CFG = HeadsConfig(epochs=6, batch_size=32, lr=5e-3, hidden=32, word_dim=16, device="cpu")
+
+
+def _features(n: int, seed: int) -> FeatureSet:
+    """Two questions per image: one only the image answers (its colour), one always answered "yes"."""
+    rng = np.random.default_rng(seed)
+    red = rng.random(n) < 0.5
+    # The colour is a pattern across channels (a constant shift would vanish in the heads' LayerNorm).
+    sign = np.where(red, 1.0, -1.0).astype(np.float32)[:, None] * np.array([1, -1, 1, -1, 1, -1], np.float32)
+    grid = (sign[:, :4, None] + 0.3 * rng.standard_normal((n, 4, 4))).astype(np.float32)  # (N, G, cells)
+    pooled = (sign + 0.3 * rng.standard_normal((n, 6))).astype(np.float32)
+    qa = [[{"question": "what colour is it?", "answer": "red" if r else "blue", "type": "color"},
+           {"question": "is it a shape?", "answer": "yes", "type": "yes/no"}] for r in red]
+    return FeatureSet([str(i) for i in range(n)], np.zeros((n, 4), np.float32), pooled, grid,
+                      [np.zeros((0, 4), np.float32)] * n, [[]] * n, [[]] * n, qa, [[COLOUR_Q, SHAPE_Q]] * n)
+
+
+def test_vqa_head_beats_its_blind_baselines_and_they_survive_a_reload(tmp_path):
+    train, val, test = _features(160, 0), _features(40, 1), _features(80, 2)
+    heads, skipped = train_heads(train, val, CFG, vocab_size=10, device=torch.device("cpu"))
+    assert skipped == {"caption": "the training split has no captions in heads.caption_lang='en'"}
+    assert set(heads.vqa_blind) == {"question", "image"}
+    metrics = evaluate_vqa(heads, train, test, torch.device("cpu"))
+    assert metrics["vqa_acc"] >= 0.95
+    # The question alone gets the "yes" half right and guesses colours; the image alone cannot tell which
+    # question was asked, so it gets about half.
+    assert 0.6 <= metrics["vqa_acc_question_only"] <= 0.85
+    assert metrics["vqa_acc_image_only"] <= 0.8
+    save_heads(heads, tmp_path / "heads.pt")
+    again = evaluate_vqa(load_heads(tmp_path / "heads.pt"), train, test, torch.device("cpu"))
+    assert again == metrics
+
+
+def test_blind_baselines_can_be_turned_off():
+    heads, _ = train_heads(_features(40, 0), _features(10, 1), CFG.model_copy(update={"epochs": 1,
+                                                                                      "vqa_baselines": False}),
+                           vocab_size=10, device=torch.device("cpu"))
+    assert heads.vqa is not None and heads.vqa_blind == {}
