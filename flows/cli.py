@@ -1,7 +1,7 @@
 """The `mm` command line.
 
     mm demo                                  synthetic data + the whole pipeline + a results table
-    mm data synth --out data/raw/shapes --images 4000 --seed 0
+    mm data synth --out data/raw/shapes --images 3000 --test-images 1000
     mm pipeline --preset demo --set pretrain.epochs=4
     mm data fetch easy-vqa                   the easy-VQA dataset into data/raw/easy-vqa
     mm ingest --dataset easy-vqa             ingest any supported format (--source, --format, --retry-rejected)
@@ -33,7 +33,9 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)  # long commands stay on one line, ready to copy
 
-DEMO_IMAGES = 2000
+DEMO_IMAGES = 3000
+DEMO_TEST_IMAGES = 1000  # the demo's test split: the last 1,000 images
+TestImages = Annotated[int, typer.Option(help="the last N images form the test split (0: split by content)")]
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
 Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name (overrides the preset)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config value: key.sub=value")]
@@ -74,11 +76,12 @@ def data_synth(
     images: Annotated[int, typer.Option(help="number of images")] = DEMO_IMAGES,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same files")] = 0,
     image_size: Annotated[int, typer.Option(help="image side in pixels")] = 64,
+    test_images: TestImages = DEMO_TEST_IMAGES,
 ) -> None:
     """Generate the synthetic shapes dataset (images, English + Chinese captions, QA pairs)."""
     from mmcore.data.synth import generate_shapes
 
-    s = generate_shapes(out, images, seed, image_size)
+    s = generate_shapes(out, images, seed, image_size, test_images)
     console.print(f"wrote {s.images} images, {s.captions} captions, {s.questions} questions to {s.root}")
 
 
@@ -191,6 +194,7 @@ def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None
 def demo(
     preset: Preset = "demo",
     images: Annotated[int, typer.Option(help="synthetic images to generate when the data is missing")] = DEMO_IMAGES,
+    test_images: TestImages = DEMO_TEST_IMAGES,
     sets: Sets = None,
 ) -> None:
     """Generate the demo data if missing, run the pipeline, print metrics and where to look."""
@@ -202,7 +206,7 @@ def demo(
     raw = Catalog.from_config(cfg).raw
     if not (raw / ANNOTATIONS).exists():
         console.print(f"generating {images} synthetic images in {raw} ...")
-        generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size)
+        generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size, test_images=test_images)
     result = pipeline_flow(preset=preset, overrides=_overrides(sets))
     _print_metrics(result["metrics"])
     model = result.get("model", {})

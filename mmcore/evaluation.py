@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmcore.config import PipelineConfig
 from mmcore.features import FeatureSet
 from mmcore.metrics import (
     accuracy,
@@ -98,6 +99,20 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
     metrics.update({f"caption_{k}_baseline": v for k, v in constant.items()})
     examples = [{"sample_id": test.sample_ids[i], "caption": h, "references": r}
                 for i, h, r in zip(keep[:10], hyps[:10], refs[:10], strict=False)]
+    return metrics, examples
+
+
+def evaluate_all(train: FeatureSet, test: FeatureSet, heads: Heads, tokenizer: TextTokenizer, device: torch.device,
+                 cfg: PipelineConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Every test metric the model and data support (retrieval, VQA, captions), and example captions."""
+    if len(test) == 0:
+        raise ValueError("the test split is empty: nothing to evaluate on")
+    metrics = evaluate_retrieval(test, cfg.evaluate.ks)
+    metrics.update(evaluate_vqa(heads, train, test, device))
+    caption_metrics, examples = evaluate_captions(heads, train, test, tokenizer, device, cfg.heads.max_caption_len,
+                                                 cfg.evaluate.beam_size, cfg.evaluate.length_penalty)
+    metrics.update(caption_metrics)
+    metrics["test_images"] = len(test)
     return metrics, examples
 
 

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_tokenizer
-from mmcore.evaluation import evaluate_captions, evaluate_retrieval, evaluate_vqa
+from mmcore.evaluation import evaluate_all
 from mmcore.features import MANIFEST, load_features
 from mmcore.io import read_json
 from mmcore.training.heads import load_heads
@@ -31,16 +31,8 @@ def evaluate_model(features_dir: str, processed_dir: str, heads_path: str, cfg: 
                          read_json(Path(features_dir) / MANIFEST)["digest"], "test")
     train = load_features(features_dir, processed_dir, ("train",))
     test = load_features(features_dir, processed_dir, ("test",))
-    if len(test) == 0:
-        raise ValueError(f"the test split of {processed_dir} is empty: nothing to evaluate on")
-    heads = load_heads(heads_path, device)
-    tokenizer = load_tokenizer(processed_dir)
-    metrics = evaluate_retrieval(test, cfg.evaluate.ks)
-    metrics.update(evaluate_vqa(heads, train, test, device))
-    caption_metrics, examples = evaluate_captions(heads, train, test, tokenizer, device, cfg.heads.max_caption_len,
-                                                 cfg.evaluate.beam_size, cfg.evaluate.length_penalty)
-    metrics.update(caption_metrics)
-    metrics["test_images"] = len(test)
+    metrics, examples = evaluate_all(train, test, load_heads(heads_path, device), load_tokenizer(processed_dir),
+                                     device, cfg)
     tracking.log_metrics(run_id, metrics)
     tracking.log_dict(run_id, examples, "caption_examples.json")
     create_markdown_artifact(key=f"{cfg.dataset.lower().replace('_', '-').replace('.', '-')}-evaluation",

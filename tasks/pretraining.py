@@ -1,4 +1,4 @@
-"""Pretraining task: contrastive training of the dual encoder on the ingested samples."""
+"""Pretraining task: the dual encoder trained on the ingested samples (contrastive, or through a VQA head)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
-from mmcore.training.contrastive import ENCODER_FILE, pretrain
+from mmcore.training.contrastive import ENCODER_FILE
 from mmcore.training.loop import select_device
-from mmcore.training.vqa_pretrain import pretrain_vqa, resolve_objective
+from mmcore.training.vqa_pretrain import pretrain_encoder as pretrain_encoder_on
 from tasks import tracking
 
 
@@ -24,13 +24,11 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
     tracking.log_dataset(run_id, f"{cfg.dataset}-samples", processed_dir, digest, "train")
     tracking.log_tags(run_id, {"dataset_digest": digest, "train_samples": len(train), "val_samples": len(val)})
     device = select_device(cfg.pretrain.device)
-    objective = resolve_objective(cfg.pretrain.objective, train)
-    tracking.log_tags(run_id, {"pretrain_objective": objective})
     # Same data and config: a checkpoint left by a killed (or finished) run is continued, not redone.
     key = f"{digest}:{cfg.digest('ingest', 'encoder', 'pretrain')}"
-    train_fn = pretrain if objective == "contrastive" else pretrain_vqa
-    _, result = train_fn(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size, out_dir, device,
-                         on_epoch=tracking.epoch_logger(run_id), resume_key=key)
+    objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size, out_dir,
+                                               device, tracking.epoch_logger(run_id), key)
+    tracking.log_tags(run_id, {"pretrain_objective": objective})
     tracking.log_metrics(run_id, {"resumed_from_epoch": result.resumed_from})
     encoder = Path(out_dir) / ENCODER_FILE
     tracking.log_artifact(run_id, encoder, "checkpoints")

@@ -21,8 +21,16 @@ from mmcore.data.dataset import SampleSet
 from mmcore.losses import classification_loss
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.models.heads import VQAHead
-from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, save_encoder
-from mmcore.training.loop import EpochCallback, FitResult, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
+from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, pretrain, save_encoder
+from mmcore.training.loop import (
+    EpochCallback,
+    FitResult,
+    epoch_order,
+    fit,
+    pad_batch,
+    seed_everything,
+    stage_fit_config,
+)
 
 OBJECTIVES = ("contrastive", "vqa")
 
@@ -38,6 +46,16 @@ def resolve_objective(objective: str, train: SampleSet) -> str:
     if any(train.question_ids):
         return "vqa"
     raise ValueError("the training split has neither captions nor questions: nothing to pretrain on")
+
+
+def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
+                     out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
+                     resume_key: str = "") -> tuple[str, DualEncoder, FitResult]:
+    """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result."""
+    objective = resolve_objective(cfg.objective, train)
+    train_fn = pretrain if objective == "contrastive" else pretrain_vqa
+    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out_dir, device, on_epoch, resume_key)
+    return objective, model, result
 
 
 def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[int], int]]]:

@@ -185,3 +185,11 @@ def test_most_captions_describe_exactly_one_image(dataset):
 def test_rejects_bad_arguments(tmp_path, kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         generate_shapes(tmp_path, **kwargs)
+
+
+def test_last_images_can_form_the_test_split(tmp_path):
+    generate_shapes(tmp_path, 10, seed=1, image_size=32, test_images=4)
+    records = [json.loads(line) for line in (tmp_path / "annotations.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["split"] for r in records] == ["train"] * 6 + ["test"] * 4
+    with pytest.raises(ValueError, match="test_images"):
+        generate_shapes(tmp_path / "x", 4, test_images=4)
