@@ -30,6 +30,7 @@ from mmcore.features import extract_shard, load_features, write_manifest
 from mmcore.io import file_sha256
 from mmcore.training.contrastive import ENCODER_FILE, load_encoder
 from mmcore.training.heads import HEADS_FILE, load_heads, save_heads, train_heads
+from mmcore.training.launch import resume_key
 from mmcore.training.loop import select_device
 from mmcore.training.vqa_pretrain import pretrain_encoder
 
@@ -64,7 +65,7 @@ def run_direct(cfg: PipelineConfig, workers: int | None = None, log: bool = True
     t = time.perf_counter()
     train, val = ds.load_samples(cat.processed, ("train",)), ds.load_samples(cat.processed, ("val",))
     vocab = ds.load_tokenizer(cat.processed).vocab_size
-    key = f"{manifest['digest']}:{cfg.digest('ingest', 'encoder', 'pretrain')}"
+    key = resume_key(manifest["digest"], cfg.digest("ingest", "encoder", "pretrain"))
     objective, _, _ = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, vocab, cat.pretrain, device,
                                        cb("pretrain "), key)
     del train, val

@@ -85,6 +85,8 @@ class PretrainConfig(StrictModel):
                                                          "validation metric, keeping the best epoch's weights")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP): one per GPU, or "
+                                                "gloo processes on CPU; 1 trains in the task's own process")
 
 
 class HeadsConfig(StrictModel):

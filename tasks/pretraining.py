@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
-from prefect import task
+import torch
+import yaml
+from prefect import get_run_logger, task
 
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
-from mmcore.training.contrastive import ENCODER_FILE
+from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE
+from mmcore.training.launch import resume_key
 from mmcore.training.loop import select_device
 from mmcore.training.vqa_pretrain import pretrain_encoder as pretrain_encoder_on
 from tasks import tracking
@@ -18,20 +24,53 @@ from tasks import tracking
 def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_id: str) -> str:
     """Train the image and text encoders into one embedding space; returns the encoder checkpoint path."""
     tokenizer = load_tokenizer(processed_dir)
-    train = load_samples(processed_dir, ("train",))
-    val = load_samples(processed_dir, ("val",))
+    train = load_samples(processed_dir, ("train",), with_images=cfg.pretrain.processes == 1)
+    val = load_samples(processed_dir, ("val",), with_images=cfg.pretrain.processes == 1)
     digest = read_manifest(processed_dir)["digest"]
     tracking.log_dataset(run_id, f"{cfg.dataset}-samples", processed_dir, digest, "train")
     tracking.log_tags(run_id, {"dataset_digest": digest, "train_samples": len(train), "val_samples": len(val)})
-    device = select_device(cfg.pretrain.device)
     # Same data and config: a checkpoint left by a killed (or finished) run is continued, not redone.
-    key = f"{digest}:{cfg.digest('ingest', 'encoder', 'pretrain')}"
-    objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size, out_dir,
-                                               device, tracking.epoch_logger(run_id), key)
-    tracking.log_tags(run_id, {"pretrain_objective": objective})
-    tracking.log_metrics(run_id, {"resumed_from_epoch": result.resumed_from})
+    key = resume_key(digest, cfg.digest("ingest", "encoder", "pretrain"))
+    if cfg.pretrain.processes > 1:
+        objective, history, resumed = _torchrun(cfg, out_dir, run_id)
+    else:
+        objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
+                                                   out_dir, select_device(cfg.pretrain.device),
+                                                   tracking.epoch_logger(run_id), key)
+        history, resumed = result.history, result.resumed_from
+    tracking.log_tags(run_id, {"pretrain_objective": objective, "pretrain_processes": cfg.pretrain.processes})
+    tracking.log_metrics(run_id, {"resumed_from_epoch": resumed})
     encoder = Path(out_dir) / ENCODER_FILE
     tracking.log_artifact(run_id, encoder, "checkpoints")
-    if result.history:
-        tracking.log_metrics(run_id, {f"final_{k}": v for k, v in result.history[-1].items()})
+    if history:
+        tracking.log_metrics(run_id, {f"final_{k}": v for k, v in history[-1].items()})
     return str(encoder)
+
+
+def _torchrun(cfg: PipelineConfig, out_dir: str, run_id: str) -> tuple[str, list[dict[str, float]], int]:
+    """Runs the stage as `pretrain.processes` DDP processes (mmcore.training.launch) and waits for them.
+
+    Their output goes to this task's log line by line; each epoch's numbers reach MLflow afterwards,
+    from the checkpoint's history. Returns the objective, the history and the epoch resumed from.
+    """
+    logger = get_run_logger()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    config = Path(out_dir) / "launch-config.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.pretrain.processes}",
+           "-m", "mmcore.training.launch", "--preset", str(config)]
+    logger.info("starting %d data-parallel processes: %s", cfg.pretrain.processes, " ".join(cmd))
+    summary: dict = {}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line.startswith("{"):
+                summary = json.loads(line)
+            elif line:
+                logger.info("%s", line)
+    if proc.returncode:
+        raise RuntimeError(f"data-parallel pretraining failed (exit {proc.returncode}); its output is in the log above")
+    history = torch.load(Path(out_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["history"]
+    for epoch, metrics in enumerate(history):
+        tracking.log_metrics(run_id, metrics, step=epoch)
+    return summary["objective"], list(history), int(summary["resumed_from"])

@@ -14,6 +14,7 @@ from mmcore.io import save_torch
 from mmcore.losses import contrastive_loss
 from mmcore.metrics import retrieval_metrics
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
+from mmcore.training import distributed
 from mmcore.training.loop import (
     EpochCallback,
     FitResult,
@@ -40,9 +41,15 @@ def _with_captions(data: SampleSet) -> SampleSet:
 
 def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int,
                   device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Each image once per epoch, paired with one of its captions drawn at random."""
-    order = epoch_order(len(data), seed, epoch)
-    gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+    """Each image once per epoch, paired with one of its captions drawn at random.
+
+    Under torchrun each rank takes its share of the epoch (`distributed.shard`) in batches of
+    batch_size / world, so a step still sees batch_size pairs in all; the contrastive negatives of a
+    pair are those on its own rank.
+    """
+    order = distributed.shard(epoch_order(len(data), seed, epoch))
+    batch_size = max(2, batch_size // distributed.world())
+    gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank())
     for start in range(0, len(order) - 1, batch_size):
         idx = order[start : start + batch_size].tolist()
         if len(idx) < 2:  # a one-pair batch has no negatives
@@ -91,11 +98,13 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
         m = retrieval_metrics(img, txt, owner, ks=(1, 5))
         return {"val_t2i_r1": m["t2i_r1"], "val_i2t_r1": m["i2t_r1"], "val_t2i_r5": m["t2i_r5"]}
 
-    steps = max(1, (len(train) + cfg.batch_size - 1) // cfg.batch_size)
+    per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())
+    steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
     result = fit(model, fit_cfg, lambda e: _pair_batches(train, cfg.batch_size, cfg.seed, e, device), step,
                  validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key)
-    save_encoder(model, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
+    if distributed.is_main():
+        save_encoder(model, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
     return model, result
 
 

@@ -21,6 +21,7 @@ from mmcore.data.dataset import SampleSet
 from mmcore.losses import classification_loss
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.models.heads import VQAHead
+from mmcore.training import distributed
 from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, pretrain, save_encoder
 from mmcore.training.loop import (
     EpochCallback,
@@ -84,6 +85,11 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     enc = encoder.image_encoder
     head = VQAHead(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, len(answers), enc_cfg.word_dim,
                    enc_cfg.text_hidden)
+    # The text tower and the projections play no part in answering: frozen, they stay out of the optimizer
+    # and out of DDP's gradient reduction (which fails on parameters that get no gradient).
+    for part in (encoder.text_encoder, encoder.text_proj, encoder.image_proj):
+        part.requires_grad_(False)
+    encoder.log_scale.requires_grad_(False)
     model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
 
     def batch_of(data: SampleSet, qs: list[list[tuple[list[int], int]]],
@@ -98,9 +104,11 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
         return head(feats.grid, feats.pooled, q, owner)  # (Q, A)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = [keep[i] for i in epoch_order(len(keep), cfg.seed, epoch).tolist()]
-        for s in range(0, len(order), cfg.batch_size):
-            yield batch_of(train, questions, order[s : s + cfg.batch_size])
+        # Under torchrun: this rank's share of the epoch, in batches of batch_size / world images.
+        order = [keep[i] for i in distributed.shard(epoch_order(len(keep), cfg.seed, epoch)).tolist()]
+        size = max(1, cfg.batch_size // distributed.world())
+        for s in range(0, len(order), size):
+            yield batch_of(train, questions, order[s : s + size])
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, owner, q, y = batch
@@ -118,9 +126,11 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
         return {"val_vqa_acc": right / total}
 
     has_val = any(val_questions)
-    steps = max(1, -(-len(keep) // cfg.batch_size))
+    per_rank, size = -(-len(keep) // distributed.world()), max(1, cfg.batch_size // distributed.world())
+    steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_vqa_acc", "max", has_val, cfg.weight_decay)
     result = fit(model, fit_cfg, batches, step, validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch,
                  resume_key=resume_key)
-    save_encoder(encoder, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
+    if distributed.is_main():
+        save_encoder(encoder, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
     return encoder, result

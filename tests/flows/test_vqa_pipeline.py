@@ -1,6 +1,6 @@
 """End to end on data with questions but no captions (like easy-VQA): the encoder is pretrained through
-a VQA head, the caption head is left out with its reason, and the VQA accuracy comes with its blind
-baselines."""
+a VQA head (in two torchrun processes), the caption head is left out with its reason, and the VQA
+accuracy comes with its blind baselines."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def test_pipeline_on_questions_only(harness, qa_root):
 
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(preset="smoke", dataset="qa-only", overrides={"data_root": str(qa_root)})
+    # Pretraining runs as two data-parallel processes (torchrun, gloo) started by the task.
+    result = pipeline_flow(preset="smoke", dataset="qa-only",
+                           overrides={"data_root": str(qa_root), "pretrain.processes": 2})
     metrics = result["metrics"]
     for name in ("vqa_acc", "vqa_acc_baseline", "vqa_acc_question_only", "vqa_acc_image_only"):
         assert 0.0 <= metrics[name] <= 1.0
@@ -40,6 +42,7 @@ def test_pipeline_on_questions_only(harness, qa_root):
     runs = {r.data.tags["stage"]: r for r in client.search_runs(
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{result['run_id']}'")}
     assert runs["pretrain"].data.tags["pretrain_objective"] == "vqa"
+    assert runs["pretrain"].data.tags["pretrain_processes"] == "2"
     assert "val_vqa_acc" in runs["pretrain"].data.metrics
     assert "no captions" in runs["train"].data.tags["skipped_caption"]
     assert {"vqa_question_only_train_loss", "vqa_image_only_train_loss"} <= set(runs["train"].data.metrics)
