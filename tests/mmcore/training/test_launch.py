@@ -48,7 +48,8 @@ def test_torchrun_pretraining_is_picked_up_by_the_stage(tmp_path, shapes_raw):
     assert encoder.encode_image(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).embedding.shape == (1, 32)
     # The pipeline's stage, in one process, finds the finished run under the same key and does not retrain.
     key = resume_key(ds.read_manifest(cat.processed)["digest"], cfg.digest("ingest", "encoder", "pretrain"))
-    _, _, result = pretrain_encoder(ds.load_samples(cat.processed, ("train",)), ds.load_samples(cat.processed, ("val",)),
-                                    cfg.encoder, cfg.pretrain, ds.load_tokenizer(cat.processed).vocab_size, cat.pretrain,
-                                    torch.device("cpu"), resume_key=key)
+    train, val = ds.load_samples(cat.processed, ("train",)), ds.load_samples(cat.processed, ("val",))
+    vocab = ds.load_tokenizer(cat.processed).vocab_size
+    _, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, vocab, cat.pretrain, torch.device("cpu"),
+                                    resume_key=key)
     assert result.resumed_from == cfg.pretrain.epochs
