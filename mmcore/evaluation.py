@@ -22,6 +22,7 @@ from mmcore.metrics import (
 )
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training.heads import Heads, caption_pairs, predict_answers, qa_pairs
+from mmcore.training.text_heads import evaluate_generation, evaluate_translation
 
 
 def evaluate_retrieval(test: FeatureSet, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
@@ -103,8 +104,9 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
 
 
 def evaluate_all(train: FeatureSet, test: FeatureSet, heads: Heads, tokenizer: TextTokenizer, device: torch.device,
-                 cfg: PipelineConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Every test metric the model and data support (retrieval, VQA, captions), and example captions."""
+                 cfg: PipelineConfig) -> tuple[dict[str, float], dict[str, list[dict[str, Any]]]]:
+    """Every test metric the model and data support (retrieval, VQA, captions, translation, generation),
+    and examples of what the generating heads wrote, by head ("caption", "translation", "generation")."""
     if len(test) == 0:
         raise ValueError("the test split is empty: nothing to evaluate on")
     metrics = evaluate_retrieval(test, cfg.evaluate.ks)
@@ -112,8 +114,21 @@ def evaluate_all(train: FeatureSet, test: FeatureSet, heads: Heads, tokenizer: T
     caption_metrics, examples = evaluate_captions(heads, train, test, tokenizer, device, cfg.heads.max_caption_len,
                                                  cfg.evaluate.beam_size, cfg.evaluate.length_penalty)
     metrics.update(caption_metrics)
+    out = {"caption": examples}
+    if heads.translator is not None:
+        found, out["translation"] = evaluate_translation(heads.translator, train, test, tokenizer, device,
+                                                         heads.text_langs, cfg.encoder.max_text_len,
+                                                         cfg.evaluate.beam_size)
+        metrics.update(found)
+    if heads.generator is not None:
+        e = cfg.evaluate
+        found, out["generation"] = evaluate_generation(heads.generator, train, test, tokenizer, device,
+                                                       heads.text_langs, cfg.heads.seed, temperature=e.temperature,
+                                                       top_k=e.top_k, top_p=e.top_p,
+                                                       max_len=cfg.encoder.max_text_len)
+        metrics.update(found)
     metrics["test_images"] = len(test)
-    return metrics, examples
+    return metrics, out
 
 
 def _caption_scores(hyps: list[str], refs: list[list[str]], lang: str) -> dict[str, float]:

@@ -15,7 +15,15 @@ from mmcore.features import FeatureSet
 from mmcore.io import save_torch
 from mmcore.losses import classification_loss, sequence_loss
 from mmcore.models.heads import CaptionDecoder, VQAHead
+from mmcore.models.text_heads import TextGenerator, Translator
 from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
+from mmcore.training.text_heads import (
+    build_generator,
+    build_translator,
+    parallel_pairs,
+    train_generator,
+    train_translator,
+)
 
 HEADS_FILE = "heads.pt"
 
@@ -37,6 +45,9 @@ class Heads:
     caption_lang: str
     dims: dict[str, int]
     vqa_blind: dict[str, VQAHead] = field(default_factory=dict)
+    translator: Translator | None = None
+    generator: TextGenerator | None = None
+    text_langs: list[str] = field(default_factory=list)  # language index of the translator and generator
 
 
 def _dims(data: FeatureSet, vocab_size: int, cfg: HeadsConfig) -> dict[str, int]:
@@ -187,7 +198,30 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size
         captioner = train_captioner(train, val, cfg, vocab_size, device, on_epoch("caption"))
     else:
         skipped["caption"] = f"the training split has no captions in heads.caption_lang={cfg.caption_lang!r}"
-    return Heads(vqa, answers, captioner, cfg.caption_lang, _dims(train, vocab_size, cfg), blind), skipped
+    heads = Heads(vqa, answers, captioner, cfg.caption_lang, _dims(train, vocab_size, cfg), blind)
+    _train_text_heads(heads, train, val, cfg, vocab_size, device, on_epoch, skipped)
+    return heads, skipped
+
+
+def _train_text_heads(heads: Heads, train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: int,
+                      device: torch.device, on_epoch: Callable[[str], EpochCallback | None],
+                      skipped: dict[str, str]) -> None:
+    """The caption-only heads: a translator between the caption languages and a text generator."""
+    langs = sorted({c["lang"] for caps in train.captions for c in caps})
+    heads.text_langs = langs
+    text_cfg = cfg.model_copy(update={"epochs": cfg.text_epochs, "lr": cfg.text_lr})
+    if not cfg.translation:
+        skipped["translation"] = "heads.translation is off"
+    elif len(langs) < 2 or not any(parallel_pairs(train, a, b) for a in langs for b in langs if a != b):
+        skipped["translation"] = f"no parallel captions in two languages (the training split has {langs})"
+    else:
+        heads.translator = train_translator(train, val, text_cfg, vocab_size, device, langs, on_epoch("translation"))
+    if not cfg.generation:
+        skipped["generation"] = "heads.generation is off"
+    elif not langs:
+        skipped["generation"] = "the training split has no captions"
+    else:
+        heads.generator = train_generator(train, val, text_cfg, vocab_size, device, langs, on_epoch("generation"))
 
 
 def save_heads(heads: Heads, path: str | Path) -> Path:
@@ -198,6 +232,9 @@ def save_heads(heads: Heads, path: str | Path) -> Path:
         "captioner": heads.captioner.state_dict() if heads.captioner else {},
         "caption_lang": heads.caption_lang,
         "dims": heads.dims,
+        "translator": heads.translator.state_dict() if heads.translator else {},
+        "generator": heads.generator.state_dict() if heads.generator else {},
+        "text_langs": heads.text_langs,
     }
     save_torch(state, path)
     return Path(path)
@@ -215,4 +252,10 @@ def load_heads(path: str | Path, device: torch.device | str = "cpu") -> Heads:
     vqa = _restore(build_vqa(d, n_answers), state["vqa"], device) if state["vqa"] else None
     cap = _restore(build_captioner(d), state["captioner"], device) if state["captioner"] else None
     blind = {k: _restore(build_vqa(d, n_answers), w, device) for k, w in state.get("vqa_blind", {}).items()}
-    return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], dict(d), blind)
+    langs = list(state.get("text_langs", []))
+    translator = generator = None
+    if state.get("translator"):
+        translator = _restore(build_translator(d, len(langs)), state["translator"], device)
+    if state.get("generator"):
+        generator = _restore(build_generator(d, len(langs)), state["generator"], device)
+    return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], dict(d), blind, translator, generator, langs)

@@ -29,7 +29,9 @@ def _features(n: int, seed: int) -> FeatureSet:
 def test_vqa_head_beats_its_blind_baselines_and_they_survive_a_reload(tmp_path):
     train, val, test = _features(160, 0), _features(40, 1), _features(80, 2)
     heads, skipped = train_heads(train, val, CFG, vocab_size=10, device=torch.device("cpu"))
-    assert skipped == {"caption": "the training split has no captions in heads.caption_lang='en'"}
+    assert skipped == {"caption": "the training split has no captions in heads.caption_lang='en'",
+                       "translation": "no parallel captions in two languages (the training split has [])",
+                       "generation": "the training split has no captions"}
     assert set(heads.vqa_blind) == {"question", "image"}
     metrics = evaluate_vqa(heads, train, test, torch.device("cpu"))
     assert metrics["vqa_acc"] >= 0.95
