@@ -8,6 +8,7 @@
     mm data rejects --dataset easy-vqa       what the last ingest rejected, and why
     mm pretrain | extract | train | evaluate one stage (same options)
     mm caption IMAGE / mm ask IMAGE "QUESTION" / mm search "TEXT"   use the @champion model
+    mm translate "a red circle on the left" --to zh / mm generate "two shapes" --lang en
 """
 
 from __future__ import annotations
@@ -281,6 +282,29 @@ def search(text: str, k: Annotated[int, typer.Option("-k", help="results to show
     for rank, m in enumerate(json.loads(out["matches"][0]), 1):
         table.add_row(str(rank), f"{m['score']:.3f}", m["sample_id"], m["image_path"])
     console.print(table)
+
+
+@app.command()
+def translate(text: str, to: Annotated[str, typer.Option("--to", help="target language, e.g. en or zh")] = "zh",
+              model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Translate a caption between the model's caption languages (English <-> Chinese on the demo)."""
+    out = _predict(model, dataset, [{"task": "translate", "text": text, "lang": to}])
+    console.print(out["answer"][0])
+
+
+@app.command()
+def generate(prompt: str, lang: Annotated[str, typer.Option(help="language to write")] = "en",
+             n: Annotated[int, typer.Option("-n", help="texts to sample")] = 3,
+             temperature: Annotated[float, typer.Option(help="> 1 more varied, < 1 more likely text")] = 1.0,
+             top_k: Annotated[int, typer.Option(help="sample among the k likeliest tokens (0: all)")] = 0,
+             top_p: Annotated[float, typer.Option(help="nucleus sampling mass (1: off)")] = 0.9,
+             seed: Annotated[int, typer.Option(help="-1: a different draw every time")] = -1,
+             model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Continue a prompt with the champion model's text generator."""
+    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    out = _predict(model, dataset, [{"task": "generate", "text": prompt, "lang": lang}] * n, params)
+    for text in out["answer"]:
+        console.print(text)
 
 
 @app.command()

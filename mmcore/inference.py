@@ -98,6 +98,39 @@ class Predictor:
         best = probs.max(dim=-1)
         return [(self.heads.answers[i], float(p)) for p, i in zip(best.values, best.indices.tolist(), strict=True)]
 
+    def _lang_index(self, lang: str) -> int:
+        if lang not in self.heads.text_langs:
+            raise ValueError(f"unknown language {lang!r}; this model knows {self.heads.text_langs}")
+        return self.heads.text_langs.index(lang)
+
+    @torch.no_grad()
+    def translate(self, texts: list[str], to_lang: str) -> list[str]:
+        """Translations of `texts` into `to_lang` (one of the caption languages, e.g. en or zh)."""
+        if self.heads.translator is None:
+            raise RuntimeError("this model has no translation head")
+        ids = pad_batch(self.tokenizer.encode(texts, self.meta["max_text_len"])).to(self.device)
+        lang = torch.full((len(texts),), self._lang_index(to_lang), dtype=torch.long, device=self.device)
+        out = self.heads.translator.generate(ids, lang, self.tokenizer.bos_id, self.tokenizer.eos_id,
+                                             self.meta["max_text_len"])
+        return [self.tokenizer.decode(row) for row in out.cpu().tolist()]
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], lang: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None) -> list[str]:
+        """Continues each prompt in `lang` by sampling (temperature, top-k, top-p); a seed makes it repeatable."""
+        if self.heads.generator is None:
+            raise RuntimeError("this model has no generation head")
+        if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0; got {temperature}, {top_p}, "
+                             f"{top_k}")
+        prompt_ids = [ids[:-1] for ids in self.tokenizer.encode(prompts, self.meta["max_text_len"])]  # no [EOS]
+        lang_idx = torch.full((len(prompts),), self._lang_index(lang), dtype=torch.long, device=self.device)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed) if seed is not None else gen.seed()
+        out = self.heads.generator.generate(lang_idx, prompt_ids, self.tokenizer.eos_id, self.meta["max_text_len"],
+                                            temperature, top_k, top_p, gen)
+        return [self.tokenizer.decode(row) for row in out]
+
     @torch.no_grad()
     def search(self, texts: list[str], k: int = 5) -> list[list[Match]]:
         ids = pad_batch(self.tokenizer.encode(texts, self.meta["max_text_len"])).to(self.device)

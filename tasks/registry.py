@@ -1,7 +1,8 @@
 """Registration: package encoder + heads + tokenizer as an MLflow pyfunc model and promote it.
 
-The pyfunc takes a DataFrame with a `task` column (caption | ask | search) and returns one row per
-request, so the same model answers `mm caption/ask/search` and `mlflow models serve` requests.
+The pyfunc takes a DataFrame with a `task` column (caption | ask | search | translate | generate) and
+returns one row per request, so the same model answers `mm caption/ask/search/translate/generate` and
+`mlflow models serve` requests.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ from mmcore.features import image_index
 from mmcore.inference import Predictor, write_bundle
 from tasks import tracking
 
-TASKS = ("caption", "ask", "search")
+TASKS = ("caption", "ask", "search", "translate", "generate")
 SIGNATURE = ModelSignature(
     inputs=Schema([
         ColSpec("string", "task"),
         ColSpec("string", "image", required=False),  # base64 of the image file's bytes
         ColSpec("string", "question", required=False),
-        ColSpec("string", "text", required=False),
+        ColSpec("string", "text", required=False),  # search query, text to translate, or generation prompt
+        ColSpec("string", "lang", required=False),  # translate: target language; generate: language written
     ]),
     outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "score"), ColSpec("string", "matches")]),
-    params=ParamSchema([ParamSpec("k", "long", 5)]),  # search results per text
+    params=ParamSchema([ParamSpec("k", "long", 5),  # search results per text
+                        ParamSpec("temperature", "double", 1.0), ParamSpec("top_k", "long", 0),
+                        ParamSpec("top_p", "double", 1.0), ParamSpec("seed", "long", -1)]),  # generate; -1: random
 )
 
 
@@ -45,11 +49,15 @@ class MultimodalModel(mlflow.pyfunc.PythonModel):
         self.predictor = Predictor(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return answer_requests(self.predictor, model_input, int((params or {}).get("k", 5)))
+        return answer_requests(self.predictor, model_input, **(params or {}))
 
 
-def answer_requests(predictor: Predictor, requests: pd.DataFrame, k: int = 5) -> pd.DataFrame:
-    """One output row per request row, in order; requests of the same task are batched."""
+def answer_requests(predictor: Predictor, requests: pd.DataFrame, k: int = 5, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0, seed: int = -1) -> pd.DataFrame:
+    """One output row per request row, in order; requests of the same task are batched.
+
+    translate and generate requests are batched per language (their `lang` column).
+    """
     if "task" not in requests:
         raise ValueError(f"requests need a 'task' column with one of {TASKS}")
     bad = sorted(set(requests["task"]) - set(TASKS))
@@ -73,6 +81,17 @@ def answer_requests(predictor: Predictor, requests: pd.DataFrame, k: int = 5) ->
         elif name == "ask":
             answers = predictor.answer(_image_bytes(column("image", idx)), column("question", idx))
             results = [{"answer": a, "score": p, "matches": "[]"} for a, p in answers]
+        elif name in ("translate", "generate"):
+            texts, langs = column("text", idx), column("lang", idx)
+            results = [{}] * len(idx)
+            for lang in sorted(set(langs)):
+                part = [j for j, x in enumerate(langs) if x == lang]
+                batch = [texts[j] for j in part]
+                made = (predictor.translate(batch, lang) if name == "translate" else
+                        predictor.generate(batch, lang, float(temperature), int(top_k), float(top_p),
+                                           None if int(seed) < 0 else int(seed)))
+                for j, text in zip(part, made, strict=True):
+                    results[j] = {"answer": text, "score": float("nan"), "matches": "[]"}
         else:
             found = predictor.search(column("text", idx), k)
             results = [{"answer": m[0].image_path if m else "", "score": m[0].score if m else float("nan"),

@@ -103,7 +103,7 @@ def test_champion_alias_points_at_the_registered_model(first_run):
     assert str(version.version) == first_run["model"]["version"]
 
 
-def test_champion_answers_caption_ask_and_search(first_run, data_root):
+def test_champion_answers_caption_ask_search_translate_and_generate(first_run, data_root):
     import base64
 
     import mlflow.pyfunc
@@ -115,14 +115,24 @@ def test_champion_answers_caption_ask_and_search(first_run, data_root):
         {"task": "caption", "image": image},
         {"task": "ask", "image": image, "question": "how many shapes are there?"},
         {"task": "search", "text": "a small red circle"},
-    ]), params={"k": 3})
-    assert len(out) == 3
+        {"task": "translate", "text": "a small red circle on the left", "lang": "zh"},
+        {"task": "generate", "text": "two shapes", "lang": "en"},
+        {"task": "generate", "text": "图中有", "lang": "zh"},
+    ]), params={"k": 3, "seed": 7, "top_p": 0.9})
+    assert len(out) == 6
     assert isinstance(out["answer"][0], str)
     assert 0.0 < out["score"][1] <= 1.0
     matches = json.loads(out["matches"][2])
     assert len(matches) == 3 and (data_root / "raw/smoke" / matches[0]["image_path"]).is_file()
+    assert out["answer"][3] and all("a" > ch or ch > "z" for ch in out["answer"][3])  # Chinese, no Latin letters
+    assert out["answer"][4].startswith("two shapes") and out["answer"][5].startswith("图中有")
+    again = model.predict(pd.DataFrame([{"task": "generate", "text": "two shapes", "lang": "en"}]),
+                          params={"seed": 7, "top_p": 0.9})
+    assert again["answer"][0] == out["answer"][4]  # a seed makes sampling repeatable
     with pytest.raises(Exception, match="unknown task"):
-        model.predict(pd.DataFrame([{"task": "translate", "text": "x"}]))
+        model.predict(pd.DataFrame([{"task": "summarize", "text": "x"}]))
+    with pytest.raises(Exception, match="unknown language"):
+        model.predict(pd.DataFrame([{"task": "translate", "text": "x", "lang": "fr"}]))
 
 
 def test_cli_uses_the_champion(first_run, data_root):
@@ -137,6 +147,10 @@ def test_cli_uses_the_champion(first_run, data_root):
     assert "p=" in res.output
     res = runner.invoke(app, ["search", "a large blue square", "-k", "2", "--dataset", "smoke"])
     assert res.exit_code == 0 and res.output.count("images/") == 2, res.output
+    res = runner.invoke(app, ["translate", "a large blue square", "--to", "zh", "--dataset", "smoke"])
+    assert res.exit_code == 0 and res.output.strip(), res.output
+    res = runner.invoke(app, ["generate", "one shape", "-n", "2", "--seed", "1", "--dataset", "smoke"])
+    assert res.exit_code == 0 and res.output.count("one shape") == 2, res.output
     res = runner.invoke(app, ["caption", image, "--dataset", "nothing-registered"])
     assert res.exit_code == 1 and "mm demo" in res.output
 

@@ -35,7 +35,8 @@ def test_mixed_requests_come_back_in_order(tiny_bundle):
 
 @pytest.mark.parametrize(("rows", "message"), [
     ([{"text": "x"}], "'task' column"),
-    ([{"task": "translate", "text": "x"}], "unknown task"),
+    ([{"task": "summarize", "text": "x"}], "unknown task"),
+    ([{"task": "translate", "text": "x"}], "'lang'"),
     ([{"task": "ask", "image": _b64()}], "'question'"),
     ([{"task": "caption", "image": "%%% not base64"}], "base64"),
 ])
