@@ -36,7 +36,7 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
     else:
         objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
                                                    out_dir, select_device(cfg.pretrain.device),
-                                                   tracking.epoch_logger(run_id), key)
+                                                   tracking.epoch_logger(run_id), key, tokenizer)
         history, resumed = result.history, result.resumed_from
     tracking.log_tags(run_id, {"pretrain_objective": objective, "pretrain_processes": cfg.pretrain.processes})
     tracking.log_metrics(run_id, {"resumed_from_epoch": resumed})

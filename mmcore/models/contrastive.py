@@ -11,10 +11,12 @@ from torch import nn
 
 from mmcore.config import EncoderConfig
 from mmcore.models.image_encoders import ImageEncoder, build_image_encoder
+from mmcore.models.minilm import MiniLMTextEncoder
 from mmcore.models.text_encoders import RNNS, RNNTextEncoder, TransformerTextEncoder
+from mmcore.text.tokenizer import TextTokenizer
 
-TextEncoder = RNNTextEncoder | TransformerTextEncoder
-TEXT_ENCODERS = (*RNNS, "transformer")  # the kinds EncoderConfig.text_rnn may name
+TextEncoder = RNNTextEncoder | TransformerTextEncoder | MiniLMTextEncoder
+TEXT_ENCODERS = (*RNNS, "transformer", "minilm")  # the kinds EncoderConfig.text_rnn may name
 
 
 class ImageOutput(NamedTuple):
@@ -55,8 +57,15 @@ class DualEncoder(nn.Module):
         return ContrastiveOutput(self.encode_image(images).embedding, self.encode_text(ids), scale)
 
 
-def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0) -> TextEncoder:
-    """The text encoder `cfg.text_rnn` names: a recurrent one (gru, lstm) or a transformer."""
+def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
+                       tokenizer: TextTokenizer | None = None) -> TextEncoder:
+    """The text encoder `cfg.text_rnn` names: a recurrent one (gru, lstm), a transformer or pretrained MiniLM.
+
+    Only MiniLM uses `tokenizer` (it reads the ids back as text); `load_encoder` passes none, the
+    checkpoint holds it.
+    """
+    if cfg.text_rnn == "minilm":
+        return MiniLMTextEncoder(tokenizer)
     if cfg.text_rnn == "transformer":
         return TransformerTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_layers, cfg.text_heads,
                                       cfg.max_text_len, pad_id=pad_id)
@@ -67,8 +76,8 @@ def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0) -> 
 
 
 def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
-                       temperature: float = 0.07) -> DualEncoder:
+                       temperature: float = 0.07, tokenizer: TextTokenizer | None = None) -> DualEncoder:
     # Image first, then text: the order fixes how the seeded initialisation is drawn (results depend on it).
     image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.pretrained, cfg.small_input, cfg.multiscale)
-    text = build_text_encoder(cfg, vocab_size, pad_id)
+    text = build_text_encoder(cfg, vocab_size, pad_id, tokenizer)
     return DualEncoder(image, text, cfg.embed_dim, temperature)

@@ -14,6 +14,7 @@ from mmcore.io import save_torch
 from mmcore.losses import contrastive_loss
 from mmcore.metrics import retrieval_metrics
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
+from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
 from mmcore.training.loop import (
     EpochCallback,
@@ -73,17 +74,18 @@ def embed_pairs(model: DualEncoder, images: np.ndarray, caption_ids: list[list[l
 
 def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
              out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
-             resume_key: str = "") -> tuple[DualEncoder, FitResult]:
+             resume_key: str = "", tokenizer: TextTokenizer | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the dual encoder; checkpoints each epoch in out_dir and writes encoder.pt at the end.
 
     A checkpoint left in out_dir by a run with the same `resume_key` is continued, not redone.
+    `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only.
     """
     train, val = _with_captions(train), _with_captions(val)
     if len(train) < 2:
         raise ValueError(f"contrastive pretraining needs at least 2 training samples with captions, got {len(train)}")
     seed_everything(cfg.seed)
     out_dir = Path(out_dir)
-    model = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature).to(device)
+    model = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer).to(device)
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = model(*batch)
@@ -116,7 +118,10 @@ def save_encoder(model: DualEncoder, enc_cfg: EncoderConfig, vocab_size: int, pa
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> DualEncoder:
-    """Rebuilds the dual encoder from encoder.pt (plain tensors and dicts: loads with weights_only)."""
+    """Rebuilds the dual encoder from encoder.pt (plain tensors and dicts: loads with weights_only).
+
+    A minilm text encoder gets its tokenizer back from the file too (its extra state).
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     cfg = EncoderConfig.model_validate({**state["config"], "pretrained": False})  # weights come from the file
     model = build_dual_encoder(cfg, state["vocab_size"])

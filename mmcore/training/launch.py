@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> None:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "lr")
             print(f"epoch {epoch + 1}: {shown} ({time.monotonic() - started:.0f} s)", flush=True)
 
-        objective, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain,
-                                                load_tokenizer(cat.processed).vocab_size, cat.pretrain, device, log,
-                                                key)
+        tokenizer = load_tokenizer(cat.processed)
+        objective, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
+                                                cat.pretrain, device, log, key, tokenizer)
         if distributed.is_main():
             print(json.dumps({"objective": objective, "world": world, "epochs": len(result.history),
                               "resumed_from": result.resumed_from}), flush=True)

@@ -21,6 +21,7 @@ from mmcore.data.dataset import SampleSet
 from mmcore.losses import classification_loss
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.models.heads import VQAHead
+from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
 from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, pretrain, save_encoder
 from mmcore.training.loop import (
@@ -51,11 +52,15 @@ def resolve_objective(objective: str, train: SampleSet) -> str:
 
 def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
                      out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
-                     resume_key: str = "") -> tuple[str, DualEncoder, FitResult]:
-    """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result."""
+                     resume_key: str = "",
+                     tokenizer: TextTokenizer | None = None) -> tuple[str, DualEncoder, FitResult]:
+    """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result.
+
+    `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only.
+    """
     objective = resolve_objective(cfg.objective, train)
     train_fn = pretrain if objective == "contrastive" else pretrain_vqa
-    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out_dir, device, on_epoch, resume_key)
+    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out_dir, device, on_epoch, resume_key, tokenizer)
     return objective, model, result
 
 
@@ -67,7 +72,7 @@ def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[i
 
 def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
                  out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
-                 resume_key: str = "") -> tuple[DualEncoder, FitResult]:
+                 resume_key: str = "", tokenizer: TextTokenizer | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the image encoder with a VQA head on top; writes encoder.pt (the dual encoder) to out_dir.
 
     Each batch is `cfg.batch_size` images with all of their questions: the CNN runs once per image.
@@ -81,7 +86,7 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     questions, val_questions = _questions(train, index), _questions(val, index)
     seed_everything(cfg.seed)
     out_dir = Path(out_dir)
-    encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature)
+    encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer)
     enc = encoder.image_encoder
     head = VQAHead(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, len(answers), enc_cfg.word_dim,
                    enc_cfg.text_hidden)
