@@ -59,6 +59,7 @@ class MiniLMTextEncoder(nn.Module):
 
         self.tokenizer = tokenizer
         self.freeze = freeze
+        self.pad_id = 0  # our tokenizer's padding id in the input (the other text encoders name it too)
         self.minilm_tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.minilm_tokenizer.enable_truncation(MAX_TOKENS)
         # Pad to the longest text of each batch (tokenizer.json asks for a fixed 128).
