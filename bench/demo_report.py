@@ -46,7 +46,8 @@ def main() -> None:
     print("| metric | value | baseline |\n|---|---|---|")
     for name, value, base in metric_rows(parent.data.metrics):
         print(f"| {name} | {value:.4f} | {'' if base is None else f'{base:.4f}'} |")
-    per_type = {k: v for k, v in parent.data.metrics.items() if k.startswith("vqa_acc_") and k != "vqa_acc_baseline"}
+    per_type = {k: v for k, v in parent.data.metrics.items() if k.startswith("vqa_acc_")
+                and k not in ("vqa_acc_baseline", "vqa_acc_question_only", "vqa_acc_image_only")}
     if per_type:
         print("\nVQA accuracy by question type: " + ", ".join(f"{k[8:]} {v:.3f}" for k, v in sorted(per_type.items())))
 

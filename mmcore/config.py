@@ -100,6 +100,8 @@ class HeadsConfig(StrictModel):
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
     vqa_baselines: bool = Field(True, description="also train the VQA head on the question alone and on the "
                                                   "image alone: the blind baselines its accuracy is read against")
+    vqa_baseline_epochs: int | None = Field(None, ge=1, description="epochs of the blind baselines (default: "
+                                                                    "epochs); they level off early")
     translation: bool = Field(True, description="train a translator between the caption languages (parallel "
                                                 "captions: the i-th caption of each language of an image)")
     generation: bool = Field(True, description="train a caption language model for prompted text generation")

@@ -188,8 +188,9 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size
     if any(q for qs in train.question_ids for q in qs):
         vqa, answers = train_vqa(train, val, cfg, vocab_size, device, on_epoch("vqa"))
         if cfg.vqa_baselines:
+            blind_cfg = cfg.model_copy(update={"epochs": cfg.vqa_baseline_epochs or cfg.epochs})
             for inputs in ("question", "image"):
-                blind[inputs], _ = train_vqa(train, val, cfg, vocab_size, device,
+                blind[inputs], _ = train_vqa(train, val, blind_cfg, vocab_size, device,
                                              on_epoch(f"vqa_{inputs}_only"), inputs=inputs)
     else:
         skipped["vqa"] = "the training split has no questions"

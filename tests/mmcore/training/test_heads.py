@@ -49,3 +49,14 @@ def test_blind_baselines_can_be_turned_off():
                                                                                       "vqa_baselines": False}),
                            vocab_size=10, device=torch.device("cpu"))
     assert heads.vqa is not None and heads.vqa_blind == {}
+
+
+def test_blind_baselines_take_their_own_epochs():
+    seen: dict[str, int] = {}
+
+    def counter(name: str):
+        return lambda epoch, metrics: seen.__setitem__(name, epoch + 1)
+
+    cfg = CFG.model_copy(update={"epochs": 2, "vqa_baseline_epochs": 1})
+    train_heads(_features(20, 0), _features(10, 1), cfg, vocab_size=10, device=torch.device("cpu"), on_epoch=counter)
+    assert seen == {"vqa": 2, "vqa_question_only": 1, "vqa_image_only": 1}
