@@ -36,7 +36,12 @@ console = Console(soft_wrap=True)  # long commands stay on one line, ready to co
 
 DEMO_IMAGES = 3000
 DEMO_TEST_IMAGES = 1000  # the demo's test split: the last 1,000 images
-TestImages = Annotated[int, typer.Option(help="the last N images form the test split (0: split by content)")]
+TestImages = Annotated[int | None, typer.Option(
+    help="the last N images form the test split (0: split by content; default: a third, at most 1,000)")]
+
+
+def _test_images(images: int, test_images: int | None) -> int:
+    return min(DEMO_TEST_IMAGES, images // 3) if test_images is None else test_images
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
 Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name (overrides the preset)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config value: key.sub=value")]
@@ -77,12 +82,12 @@ def data_synth(
     images: Annotated[int, typer.Option(help="number of images")] = DEMO_IMAGES,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same files")] = 0,
     image_size: Annotated[int, typer.Option(help="image side in pixels")] = 64,
-    test_images: TestImages = DEMO_TEST_IMAGES,
+    test_images: TestImages = None,
 ) -> None:
     """Generate the synthetic shapes dataset (images, English + Chinese captions, QA pairs)."""
     from mmcore.data.synth import generate_shapes
 
-    s = generate_shapes(out, images, seed, image_size, test_images)
+    s = generate_shapes(out, images, seed, image_size, _test_images(images, test_images))
     console.print(f"wrote {s.images} images, {s.captions} captions, {s.questions} questions to {s.root}")
 
 
@@ -195,7 +200,7 @@ def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None
 def demo(
     preset: Preset = "demo",
     images: Annotated[int, typer.Option(help="synthetic images to generate when the data is missing")] = DEMO_IMAGES,
-    test_images: TestImages = DEMO_TEST_IMAGES,
+    test_images: TestImages = None,
     sets: Sets = None,
 ) -> None:
     """Generate the demo data if missing, run the pipeline, print metrics and where to look."""
@@ -207,7 +212,8 @@ def demo(
     raw = Catalog.from_config(cfg).raw
     if not (raw / ANNOTATIONS).exists():
         console.print(f"generating {images} synthetic images in {raw} ...")
-        generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size, test_images=test_images)
+        generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size,
+                        test_images=_test_images(images, test_images))
     result = pipeline_flow(preset=preset, overrides=_overrides(sets))
     _print_metrics(result["metrics"])
     model = result.get("model", {})

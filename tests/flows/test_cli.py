@@ -17,6 +17,7 @@ def test_data_synth_writes_the_canonical_layout(tmp_path):
     assert res.exit_code == 0, res.output
     lines = (out / "annotations.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 5 and (out / json.loads(lines[0])["image"]).is_file()
+    assert [json.loads(line)["split"] for line in lines] == ["train"] * 4 + ["test"]  # a third, rounded down
 
 
 def test_set_options_become_dotted_overrides():
