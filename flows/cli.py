@@ -222,6 +222,8 @@ def demo(
     console.print(f"  .venv/bin/mm caption {raw}/images/000000.png")
     console.print(f'  .venv/bin/mm ask {raw}/images/000000.png "how many shapes are there?"')
     console.print('  .venv/bin/mm search "a large red circle at the top left"')
+    console.print('  .venv/bin/mm translate "a small blue square in the center" --to zh')
+    console.print('  .venv/bin/mm generate "two shapes" --lang en -n 3')
     console.print("\nLook at the runs:")
     console.print(f"  MLflow:  .venv/bin/mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} "
                   "--host 127.0.0.1 --port 5000   then open http://127.0.0.1:5000")
