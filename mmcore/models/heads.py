@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmcore.models import decoding
@@ -23,6 +24,14 @@ class GridProjector(nn.Module):
     def forward(self, grid: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         cells = self.cell(grid.flatten(2).transpose(1, 2))  # (B, N, G) -> (B, N, H)
         return torch.cat([cells, self.whole(pooled).unsqueeze(1)], dim=1) + self.position  # (B, N+1, H)
+
+
+def _take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[index] along dim 0, as a one-hot matrix product: its backward is a matmul, which sums the
+    gradients of repeated rows in a fixed order. Indexing's backward (index_put with accumulate) adds
+    them in thread order on CPU, so training would not repeat bit for bit."""
+    onehot = F.one_hot(index, x.shape[0]).to(x.dtype)  # (Q, B)
+    return (onehot @ x.flatten(1)).view(len(index), *x.shape[1:])
 
 
 class VQAHead(nn.Module):
@@ -50,10 +59,10 @@ class VQAHead(nn.Module):
         # Questions repeat a lot (templates, the same question asked of many images): encode each distinct
         # one once. Exact: rows are independent, and the gradient sums over the copies.
         unique, inverse = torch.unique(question_ids, dim=0, return_inverse=True)
-        q = self.question(unique)[inverse]  # (Q, H)
+        q = _take_rows(self.question(unique), inverse)  # (Q, H)
         cells = self.image(grid, pooled)  # (B, N, H)
         if owner is not None:
-            cells = cells[owner]  # (Q, N, H)
+            cells = _take_rows(cells, owner)  # (Q, N, H)
         keys = self.attn(q).view(q.shape[0], self.glimpses, -1)  # (Q, G, H)
         weights = torch.softmax(keys @ cells.transpose(1, 2) / cells.shape[-1] ** 0.5, dim=-1)  # (Q, G, N)
         ctx = weights @ cells  # (Q, G, H)

@@ -60,3 +60,18 @@ def test_blind_baselines_take_their_own_epochs():
     cfg = CFG.model_copy(update={"epochs": 2, "vqa_baseline_epochs": 1})
     train_heads(_features(20, 0), _features(10, 1), cfg, vocab_size=10, device=torch.device("cpu"), on_epoch=counter)
     assert seen == {"vqa": 2, "vqa_question_only": 1, "vqa_image_only": 1}
+
+
+def test_vqa_training_repeats_bit_for_bit_with_repeated_questions():
+    """Many images share a question: the encoded questions are gathered by index, and the gradients of
+    the copies must add up in a fixed order (indexing's backward adds them in thread order on CPU)."""
+    from mmcore.training.heads import train_vqa
+
+    rng = np.random.default_rng(0)
+    questions = [[2, *rng.integers(4, 60, size=int(rng.integers(3, 9))).tolist(), 3] for _ in range(12)]
+    data = _features(600, 0)
+    data.question_ids = [[questions[int(rng.integers(12))] for _ in range(2)] for _ in range(600)]
+    cfg = CFG.model_copy(update={"epochs": 2, "batch_size": 128, "hidden": 256, "word_dim": 128})
+    a, _ = train_vqa(data, _features(20, 1), cfg, 60, torch.device("cpu"))
+    b, _ = train_vqa(data, _features(20, 1), cfg, 60, torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
