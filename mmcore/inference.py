@@ -126,7 +126,10 @@ class Predictor:
         prompt_ids = [ids[:-1] for ids in self.tokenizer.encode(prompts, self.meta["max_text_len"])]  # no [EOS]
         lang_idx = torch.full((len(prompts),), self._lang_index(lang), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed) if seed is not None else gen.seed()
+        if seed is None:
+            gen.seed()  # a fresh draw every call
+        else:
+            gen.manual_seed(seed)
         out = self.heads.generator.generate(lang_idx, prompt_ids, self.tokenizer.eos_id, self.meta["max_text_len"],
                                             temperature, top_k, top_p, gen)
         return [self.tokenizer.decode(row) for row in out]

@@ -23,17 +23,18 @@ from tasks import tracking
 @task
 def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_id: str) -> str:
     """Train the image and text encoders into one embedding space; returns the encoder checkpoint path."""
-    tokenizer = load_tokenizer(processed_dir)
-    train = load_samples(processed_dir, ("train",), with_images=cfg.pretrain.processes == 1)
-    val = load_samples(processed_dir, ("val",), with_images=cfg.pretrain.processes == 1)
-    digest = read_manifest(processed_dir)["digest"]
+    manifest = read_manifest(processed_dir)
+    digest, splits = manifest["digest"], manifest["splits"]
     tracking.log_dataset(run_id, f"{cfg.dataset}-samples", processed_dir, digest, "train")
-    tracking.log_tags(run_id, {"dataset_digest": digest, "train_samples": len(train), "val_samples": len(val)})
+    tracking.log_tags(run_id, {"dataset_digest": digest, "train_samples": splits.get("train", 0),
+                               "val_samples": splits.get("val", 0)})
     # Same data and config: a checkpoint left by a killed (or finished) run is continued, not redone.
     key = resume_key(digest, cfg.digest("ingest", "encoder", "pretrain"))
-    if cfg.pretrain.processes > 1:
+    if cfg.pretrain.processes > 1:  # the ranks load the samples themselves
         objective, history, resumed = _torchrun(cfg, out_dir, run_id)
     else:
+        tokenizer = load_tokenizer(processed_dir)
+        train, val = load_samples(processed_dir, ("train",)), load_samples(processed_dir, ("val",))
         objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
                                                    out_dir, select_device(cfg.pretrain.device),
                                                    tracking.epoch_logger(run_id), key, tokenizer)

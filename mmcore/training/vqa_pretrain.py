@@ -80,7 +80,7 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     """
     answers = [a for a, _ in Counter(qa["answer"] for qas in train.qa for qa in qas).most_common()]
     keep = [i for i, q in enumerate(train.question_ids) if q]
-    if not answers or len(keep) < 1:
+    if not answers:
         raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
     index = {a: i for i, a in enumerate(answers)}
     questions, val_questions = _questions(train, index), _questions(val, index)
