@@ -9,6 +9,7 @@
     mm pretrain | extract | train | evaluate one stage (same options)
     mm caption IMAGE / mm ask IMAGE "QUESTION" / mm search "TEXT"   use the @champion model
     mm translate "a red circle on the left" --to zh / mm generate "two shapes" --lang en
+    mm runs compare --metrics t2i_r1,vqa_acc --limit 3 --plot runs.png   the newest pipeline runs side by side
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ app = typer.Typer(help="Multimodal pipelines: ingest, pretrain, extract, train, 
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+runs_app = typer.Typer(help="MLflow runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 console = Console(soft_wrap=True)  # long commands stay on one line, ready to copy
 
 DEMO_IMAGES = 3000
@@ -45,6 +48,9 @@ def _test_images(images: int, test_images: int | None) -> int:
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (mmcore/presets) or a YAML path")]
 Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="dataset name (overrides the preset)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config value: key.sub=value")]
+Refresh = Annotated[list[str] | None, typer.Option(
+    "--refresh", metavar="STAGE", help="run this stage even when its cached result is valid (pretrain, extract, "
+                                       "train, evaluate or all; repeatable)")]
 ModelUri = Annotated[str | None, typer.Option("--model", "-m",
                                               help="model URI (default models:/mmcore-<dataset>@champion)")]
 
@@ -92,12 +98,16 @@ def data_synth(
 
 
 def _stage(name: str):
-    def run(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None) -> None:
+    def run(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None,
+            refresh: Annotated[bool, typer.Option("--refresh", help="run the stage even when its cached result "
+                                                  "(same inputs, config and code) is still valid")] = False) -> None:
         from flows import evaluate, extract, ingest, pretrain, train
+        from flows.common import stage_flow
 
         fn = {"ingest": ingest.ingest_flow, "pretrain": pretrain.pretrain_flow, "extract": extract.extract_flow,
               "train": train.train_flow, "evaluate": evaluate.evaluate_flow}[name]
-        result = fn(preset=preset, dataset=dataset, overrides=_overrides(sets))
+        fn = stage_flow(fn, preset, dataset, _overrides(sets))  # orchestration.task_runner
+        result = fn(preset=preset, dataset=dataset, overrides=_overrides(sets), refresh=refresh)
         if isinstance(result, dict) and "metrics" in result:
             _print_metrics(result["metrics"])
         else:
@@ -168,11 +178,13 @@ def ingest(
                                                  help="process records rejected by earlier runs again")] = False,
 ) -> None:
     """Run the ingest stage flow: only records that are new (or edited) since the last run are processed."""
+    from flows.common import stage_flow
     from flows.ingest import ingest_flow
     from mmcore.data.dataset import read_manifest
 
-    out = ingest_flow(preset=preset, dataset=dataset, overrides=_source_overrides(sets, source, fmt),
-                      workers=workers, retry_rejected=retry_rejected)
+    overrides = _source_overrides(sets, source, fmt)
+    out = stage_flow(ingest_flow, preset, dataset, overrides)(preset=preset, dataset=dataset, overrides=overrides,
+                                                               workers=workers, retry_rejected=retry_rejected)
     m = read_manifest(out)
     table = Table(title=f"ingested {m['source']['uri']} ({m['source']['format']})")
     for col in ("records in", "accepted", "rejected", "processed now", "kept", "dropped"):
@@ -188,11 +200,11 @@ def ingest(
 
 
 @app.command()
-def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None) -> None:
+def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None, refresh: Refresh = None) -> None:
     """Run the whole pipeline flow."""
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(preset=preset, dataset=dataset, overrides=_overrides(sets))
+    result = pipeline_flow(preset=preset, dataset=dataset, overrides=_overrides(sets), refresh=refresh)
     _print_metrics(result["metrics"])
 
 
@@ -217,7 +229,8 @@ def demo(
     result = pipeline_flow(preset=preset, overrides=_overrides(sets))
     _print_metrics(result["metrics"])
     model = result.get("model", {})
-    console.print(f"\nregistered model {model.get('name')} version {model.get('version')} as @{model.get('alias')}")
+    console.print(f"\nregistered model {model.get('name')} version {model.get('version')} as @{model.get('alias')}"
+                  + (f" ({model['reason']})" if model.get("reason") else ""))
     console.print("\nTry it:")
     console.print(f"  .venv/bin/mm caption {raw}/images/000000.png")
     console.print(f'  .venv/bin/mm ask {raw}/images/000000.png "how many shapes are there?"')
@@ -313,6 +326,45 @@ def generate(prompt: str, lang: Annotated[str, typer.Option(help="language to wr
     out = _predict(model, dataset, [{"task": "generate", "text": prompt, "lang": lang}] * n, params)
     for text in out["answer"]:
         console.print(text)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="MLflow experiment: a dataset name "
+                                                   "(default: the demo preset's)")] = None,
+    metrics: Annotated[str | None, typer.Option(help="comma-separated metrics (default: the headline test "
+                                                     "metrics; curves: the val_* metrics)")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="the newest N runs")] = 5,
+    stage: Annotated[str, typer.Option(help="compare this stage's runs (pipeline: whole-pipeline runs)")] = "pipeline",
+    plot: Annotated[Path | None, typer.Option(help="write the metrics' per-step curves to this image (.png)")] = None,
+    model: Annotated[str | None, typer.Option(help="registered model whose aliases mark runs "
+                                                   "(default mmcore-<experiment>)")] = None,
+) -> None:
+    """Compare runs side by side: metrics as rows, runs as columns (name, date, git commit, @champion)."""
+    from mlflow.tracking import MlflowClient
+
+    from flows import runs as runs_mod
+
+    experiment = experiment or load_config("demo").dataset
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    client = MlflowClient()
+    try:
+        found = runs_mod.find_runs(client, experiment, stage, limit)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if not found:
+        console.print(f"[red]no runs with tag stage={stage!r} in experiment {experiment!r}[/red]")
+        raise typer.Exit(1)
+    marks = runs_mod.alias_markers(client, model or f"mmcore-{experiment}")
+    console.print(runs_mod.compare_table(found, names or runs_mod.default_metrics(found), marks))
+    if plot:
+        try:
+            drawn = runs_mod.plot_curves(client, found, names, plot)
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        console.print(f"curves of {', '.join(drawn)} written to {plot}")
 
 
 @app.command()

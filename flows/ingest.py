@@ -1,7 +1,9 @@
 """Ingest flow: a source dataset (any supported format, local or s3://) -> sample/token/reject shards + manifest.
 
 Run: `mm ingest --preset demo`, `mm ingest --dataset easy-vqa`, `mm ingest --source s3://bucket/coco
---format coco`, or `python -m flows.ingest`. A rerun resumes a killed run and ingests only new records.
+--format coco`, `mm ingest --set orchestration.task_runner=dask`, or `python -m flows.ingest`. A rerun
+resumes a killed run and ingests only new records. One task per shard: under a Dask or Ray task runner
+the shards spread over the cluster's workers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from flows.common import resolve
+from flows.common import resolve, stage_flow
+from mmcore.io import folder_lock
 from tasks import ingest as T
 from tasks import tracking
 
@@ -23,7 +26,8 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
     """Validate, decode, resize, dedupe, split and tokenize a dataset; returns the processed folder.
 
     Args:
-        workers: processes decoding images (default: one per CPU core).
+        workers: processes decoding images (default: one per CPU core), shared by the shard tasks under
+            the threads runner; under dask or ray each shard task decodes in its worker's process.
         retry_rejected: process records that earlier runs rejected again (e.g. after fixing their files).
     """
     cfg, cat = resolve(preset, dataset, overrides)
@@ -34,16 +38,20 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
                                 "or point at one with --source")
     # Extract: a malformed or unknown source fails here, before any work
     T.check_source(cat.source, cfg.ingest.format)
-    with tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
-        report = T.ingest_source(cat.source, cfg.ingest.format, cfg.ingest, out, workers or os.cpu_count() or 1,
-                                 retry_rejected)
+    runner, workers = cfg.orchestration.task_runner, workers or os.cpu_count() or 1
+    # Two runs on one dataset take turns here: the second finds the first one's shards and keeps them.
+    with folder_lock(out), tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
+        plan = T.plan_ingest(cat.source, cfg.ingest.format, cfg.ingest, out, retry_rejected)
+        with T.decode_pool(workers, runner) as pool:
+            shards = T.ingest_shard.map(unmapped(plan.path), plan.work, unmapped(workers), unmapped(pool)).result()
+        report = T.finish_ingest(plan.path, shards)
         # Transform: vocabulary from the train split, then token shards
         tokenizer = T.fit_tokenizer(report, cfg.ingest.vocab_size, out)
         T.tokenize.map(report.shards, unmapped(tokenizer), unmapped(cfg.encoder.max_text_len)).result()
         # Load: the manifest marks the dataset complete
-        T.finalize(report, tokenizer, out, run_id, cfg.digest("ingest"))
+        T.finalize(report, tokenizer, out, run_id, cfg.digest("ingest"), runner)
     return out
 
 
 if __name__ == "__main__":
-    ingest_flow()
+    stage_flow(ingest_flow, "demo", None, None)()  # with the demo preset's orchestration.task_runner

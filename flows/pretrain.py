@@ -12,17 +12,24 @@ from prefect import flow
 from flows.common import require, resolve
 from mmcore.data.dataset import MANIFEST
 from tasks import tracking
+from tasks.caching import cached_tags, run_stage_task
 from tasks.pretraining import pretrain_encoder
 
 
 @flow(name="pretrain")
 def pretrain_flow(preset: str = "demo", dataset: str | None = None, overrides: dict[str, Any] | None = None,
-                  parent_run_id: str | None = None) -> str:
-    """Align the encoders in one embedding space; returns the encoder checkpoint path."""
+                  parent_run_id: str | None = None, refresh: bool = False) -> str:
+    """Align the encoders in one embedding space; returns the encoder checkpoint path.
+
+    The result is cached on the dataset, config and code digests; `refresh` retrains from scratch.
+    """
     cfg, cat = resolve(preset, dataset, overrides)
     require(cat.processed / MANIFEST, "ingest")
     with tracking.stage_run(cfg, "pretrain", parent_run_id) as run_id:
-        return pretrain_encoder(str(cat.processed), cfg, str(cat.pretrain), run_id)
+        path, cached = run_stage_task(pretrain_encoder, str(cat.processed), cfg, str(cat.pretrain), run_id,
+                                      fresh=refresh, refresh=refresh, files=lambda path: [path])
+        tracking.log_tags(run_id, cached_tags(cached))
+        return path
 
 
 if __name__ == "__main__":

@@ -12,17 +12,22 @@ from prefect import flow
 from flows.common import require, resolve
 from mmcore.features import MANIFEST
 from tasks import tracking
+from tasks.caching import cached_tags, run_stage_task
 from tasks.training import train_heads
 
 
 @flow(name="train")
 def train_flow(preset: str = "demo", dataset: str | None = None, overrides: dict[str, Any] | None = None,
-               parent_run_id: str | None = None) -> str:
-    """Train the heads; returns the heads checkpoint path."""
+               parent_run_id: str | None = None, refresh: bool = False) -> str:
+    """Train the heads; returns the heads checkpoint path (cached on the features, config and code
+    digests; `refresh` trains them again)."""
     cfg, cat = resolve(preset, dataset, overrides)
     require(cat.features / MANIFEST, "extract")
     with tracking.stage_run(cfg, "train", parent_run_id) as run_id:
-        return train_heads(str(cat.features), str(cat.processed), cfg, str(cat.heads), run_id)
+        path, cached = run_stage_task(train_heads, str(cat.features), str(cat.processed), cfg, str(cat.heads), run_id,
+                                      refresh=refresh, files=lambda path: [path])
+        tracking.log_tags(run_id, cached_tags(cached))
+        return path
 
 
 if __name__ == "__main__":

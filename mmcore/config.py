@@ -59,6 +59,9 @@ class EncoderConfig(StrictModel):
     text_layers: int = Field(2, ge=1, description="transformer text encoder: number of layers")
     text_heads: int = Field(4, ge=1, description="transformer text encoder: attention heads (divide text_hidden)")
     embed_dim: int = Field(128, ge=8, description="shared image-text embedding size")
+    embed_from: Literal["pooled", "grid"] = Field(
+        "pooled", description="image embedding from the pooled last feature map, or from the whole (multi-scale) "
+                              "grid: keeps which object is where, for captions that say so")
     grid: int = Field(2, ge=1, description="image grid features are pooled to grid x grid cells")
     multiscale: bool = Field(True, description="grid features from every resolution, not just the last layer")
     max_text_len: int = Field(48, ge=4, description="tokens per caption/question, longer ones are cut")
@@ -86,6 +89,8 @@ class PretrainConfig(StrictModel):
                                                          "validation metric, keeping the best epoch's weights")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: once per "
+                                                      "epoch); it does not change results, so not the digest")
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP): one per GPU, or "
                                                 "gloo processes on CPU; 1 trains in the task's own process")
 
@@ -126,8 +131,37 @@ class EvalConfig(StrictModel):
 
 
 class RegistryConfig(StrictModel):
+    """Registration and the champion gate (mmcore/registry_gate.py): a new version takes `alias` only if
+    its primary metric beats the current champion's, on the same test split, by more than `margin`."""
+
     model_name: str | None = Field(None, description="registered model name; default mmcore-<dataset>")
-    alias: str = "champion"
+    alias: str = Field("champion", description="alias of the best model: what mm caption/ask/search load")
+    challenger_alias: str = Field("challenger", description="alias of a new version that did not beat the champion")
+    primary_metric: str | None = Field(None, description="metric the gate compares; default: the first present "
+                                                         "of t2i_r1, vqa_acc, caption_cider_d, ... (see "
+                                                         "registry_gate.PRIMARY_ORDER)")
+    # Absolute, in the metric's units: 0.005 is half a point of recall/accuracy, about the run-to-run noise of
+    # a 1,000-image test split. Ties never promote: a challenger must be strictly better by more than this.
+    margin: float = Field(0.005, ge=0.0, description="a challenger must beat the champion by more than this")
+
+    @model_validator(mode="after")
+    def _check_aliases(self) -> RegistryConfig:
+        if self.alias == self.challenger_alias:
+            raise ValueError(f"alias and challenger_alias must differ, both are {self.alias!r}")
+        return self
+
+
+class OrchestrationConfig(StrictModel):
+    """How the flows run their per-shard tasks (ingest, extract); it changes no output, so no stage key uses it."""
+
+    task_runner: Literal["threads", "dask", "ray"] = Field(
+        "threads", description="threads: in the flow's process; dask: a Dask cluster (pip install -e '.[dask]'); "
+                               "ray: a Ray cluster (pip install -e '.[ray]')")
+    max_workers: int | None = Field(None, ge=1, description="threads: tasks at once (default: CPU cores)")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster, e.g. "
+                                                       "tcp://10.0.0.5:8786; default: a LocalCluster")
+    n_workers: int = Field(2, ge=1, description="worker processes of the LocalCluster (dask) or local Ray (ray)")
+    ray_address: str | None = Field(None, description="address of an existing Ray cluster; default: a local one")
 
 
 class PipelineConfig(StrictModel):
@@ -139,6 +173,7 @@ class PipelineConfig(StrictModel):
     heads: HeadsConfig = HeadsConfig()
     evaluate: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @property
     def model_name(self) -> str:
@@ -147,6 +182,8 @@ class PipelineConfig(StrictModel):
     def digest(self, *sections: str) -> str:
         """Short content digest of the named sections (all when none): keys output locations."""
         data = self.model_dump(mode="json")
+        for section, key in _NOT_IN_DIGEST:
+            data[section].pop(key, None)
         if sections:
             data = {s: data[s] for s in sections}
         blob = json.dumps(data, sort_keys=True).encode()
@@ -155,6 +192,11 @@ class PipelineConfig(StrictModel):
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of the resolved config, for logging as run parameters."""
         return _flatten(self.model_dump(mode="json"))
+
+
+# Settings that change how a run reports, not what it computes: left out of digests (and so of output
+# locations and cache keys).
+_NOT_IN_DIGEST = (("pretrain", "log_every_steps"),)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""Atomic file writes and content digests: a killed run never leaves a half-written file behind."""
+"""Atomic file writes, folder locks and content digests: a killed run never leaves a half-written file
+behind, and two runs writing the same folder take turns."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_lock(folder: str | Path, timeout: float | None = None) -> Iterator[Path]:
+    """Holds an exclusive lock on `folder` for the block; yields the lock file.
+
+    Two processes that write the same output folder (two pipeline runs on one dataset) take turns;
+    the second then finds the first one's finished files. The lock is `flock` on a file named after the
+    folder's resolved path in the temp folder (so the output folder and its parent hold only data), so it
+    serialises processes on one machine; the kernel releases it when its holder dies, so a killed run never
+    leaves it held. Not reentrant: a process that holds it must not take it again. `timeout` (seconds)
+    raises TimeoutError instead of waiting forever.
+    """
+    folder = Path(folder).resolve()
+    locks = Path(tempfile.gettempdir()) / "mmcore-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:24]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{folder} is locked by another run ({path}) after {timeout} s") from None
+                time.sleep(0.1)
+        yield path
+    finally:
+        os.close(fd)  # also releases the lock
 
 
 def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> Path:

@@ -12,15 +12,26 @@ from mmcore.io import file_sha256
 from mmcore.training.contrastive import load_encoder
 from mmcore.training.loop import select_device
 from tasks import tracking
+from tasks.caching import CACHE_EXPIRATION, digest_cache
 
 
-@task
+def _out_path(out_dir: str, samples_path: str) -> Path:
+    return Path(out_dir) / Path(samples_path).name.replace("samples-", "features-")
+
+
+def _cache_parts(p: dict) -> dict:
+    return {"encoder": file_sha256(p["encoder_path"]), "samples": file_sha256(p["samples_path"]),
+            "tokens": file_sha256(p["tokens_path"])}
+
+
+@task(cache_key_fn=digest_cache("extract", _cache_parts, lambda p: [str(_out_path(p["out_dir"], p["samples_path"]))]),
+      persist_result=True, cache_expiration=CACHE_EXPIRATION)
 def extract_shard(encoder_path: str, samples_path: str, tokens_path: str, out_dir: str,
                   device: str = "auto") -> dict[str, Any]:
     """Write the feature shard of one sample shard."""
     dev = select_device(device)
     model = load_encoder(encoder_path, dev)
-    out = Path(out_dir) / Path(samples_path).name.replace("samples-", "features-")
+    out = _out_path(out_dir, samples_path)
     return F.extract_shard(model, samples_path, tokens_path, out, file_sha256(encoder_path), dev)
 
 

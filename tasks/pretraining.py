@@ -18,11 +18,24 @@ from mmcore.training.launch import resume_key
 from mmcore.training.loop import select_device
 from mmcore.training.vqa_pretrain import pretrain_encoder as pretrain_encoder_on
 from tasks import tracking
+from tasks.caching import CACHE_EXPIRATION, digest_cache
 
 
-@task
-def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_id: str) -> str:
-    """Train the image and text encoders into one embedding space; returns the encoder checkpoint path."""
+def _cache_parts(p: dict) -> dict:
+    cfg: PipelineConfig = p["cfg"]
+    return {"data": read_manifest(p["processed_dir"])["digest"], "config": cfg.digest("ingest", "encoder", "pretrain")}
+
+
+@task(cache_key_fn=digest_cache("pretrain", _cache_parts, lambda p: [str(Path(p["out_dir"]) / ENCODER_FILE)]),
+      persist_result=True, cache_expiration=CACHE_EXPIRATION)
+def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_id: str, fresh: bool = False) -> str:
+    """Train the image and text encoders into one embedding space; returns the encoder checkpoint path.
+
+    Cached on the dataset's digest, the config and the code. With `fresh`, a checkpoint left by an
+    earlier run is discarded instead of resumed.
+    """
+    if fresh:
+        (Path(out_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
     manifest = read_manifest(processed_dir)
     digest, splits = manifest["digest"], manifest["splits"]
     tracking.log_dataset(run_id, f"{cfg.dataset}-samples", processed_dir, digest, "train")
@@ -35,9 +48,11 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
     else:
         tokenizer = load_tokenizer(processed_dir)
         train, val = load_samples(processed_dir, ("train",)), load_samples(processed_dir, ("val",))
+        on_epoch = tracking.epoch_logger(run_id, epochs=cfg.pretrain.epochs, items_per_epoch=len(train))
         objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
-                                                   out_dir, select_device(cfg.pretrain.device),
-                                                   tracking.epoch_logger(run_id), key, tokenizer)
+                                                   out_dir, select_device(cfg.pretrain.device), on_epoch, key,
+                                                   tokenizer, tracking.step_logger(run_id))
+        tracking.flush()
         history, resumed = result.history, result.resumed_from
     tracking.log_tags(run_id, {"pretrain_objective": objective, "pretrain_processes": cfg.pretrain.processes})
     tracking.log_metrics(run_id, {"resumed_from_epoch": resumed})

@@ -1,4 +1,7 @@
-"""Registration: package encoder + heads + tokenizer as an MLflow pyfunc model and promote it.
+"""Registration: package encoder + heads + tokenizer as an MLflow pyfunc model, and the champion gate.
+
+Every evaluated model is registered as a new version; it takes `@champion` only if the gate
+(`mmcore/registry_gate.py`) says it beats the current champion on the same test split, else `@challenger`.
 
 The pyfunc takes a DataFrame with a `task` column (caption | ask | search | translate | generate) and
 returns one row per request, so the same model answers `mm caption/ask/search/translate/generate` and
@@ -16,14 +19,18 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from prefect import task
 
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import TOKENIZER
+from mmcore.features import MANIFEST as FEATURES_MANIFEST
 from mmcore.features import image_index
 from mmcore.inference import Predictor, write_bundle
+from mmcore.io import combined_digest, file_sha256, read_json
+from mmcore.registry_gate import Scored, decide, split_digest
 from tasks import tracking
 
 TASKS = ("caption", "ask", "search", "translate", "generate")
@@ -49,7 +56,10 @@ class MultimodalModel(mlflow.pyfunc.PythonModel):
         self.predictor = Predictor(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return answer_requests(self.predictor, model_input, **(params or {}))
+        try:
+            return answer_requests(self.predictor, model_input, **(params or {}))
+        except ValueError as exc:  # a bad request: `mlflow models serve` shows an MlflowException's message
+            raise MlflowException.invalid_parameter_value(str(exc)) from exc
 
 
 def answer_requests(predictor: Predictor, requests: pd.DataFrame, k: int = 5, temperature: float = 1.0,
@@ -121,25 +131,106 @@ def _requirements(cfg: PipelineConfig) -> list[str]:
 @task(retries=2, retry_delay_seconds=[2, 10])
 def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, processed_dir: str,
                    features_dir: str, raw_root: str, metrics: dict[str, float], run_id: str) -> dict[str, Any]:
-    """Log the pyfunc model in the run, register a new version and point the champion alias at it."""
+    """Log the pyfunc model in the run, register a new version and alias it as the champion gate decides.
+
+    A model whose files (encoder, heads, tokenizer, feature index) are already registered is not
+    registered again: a rerun with nothing changed returns the existing version and its alias.
+    """
+    digest = model_digest(encoder_path, heads_path, processed_dir, features_dir)
+    existing = registered_version(cfg, digest)
+    if existing is not None:
+        return _existing_result(cfg, existing, run_id)
     meta = {"dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
             "max_caption_len": cfg.heads.max_caption_len, "raw_root": str(Path(raw_root).resolve()),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = write_bundle(Path(tmp) / "bundle", encoder_path, heads_path, Path(processed_dir) / TOKENIZER,
                               image_index(features_dir, processed_dir), meta)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(cfg),
-                input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
-                registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
-            )
+        result = register_bundle(cfg, bundle, metrics, run_id, split_digest(processed_dir, "test"))
+    tracking.client().set_model_version_tag(cfg.model_name, result["version"], "model_digest", digest)
+    return result
+
+
+def model_digest(encoder_path: str, heads_path: str, processed_dir: str, features_dir: str) -> str:
+    """What identifies a model's behaviour: its checkpoints, tokenizer and the image index it searches."""
+    return combined_digest([file_sha256(encoder_path), file_sha256(heads_path),
+                            file_sha256(Path(processed_dir) / TOKENIZER),
+                            read_json(Path(features_dir) / FEATURES_MANIFEST)["digest"]])
+
+
+def registered_version(cfg: PipelineConfig, digest: str) -> Any:
+    """The registered version of `cfg.model_name` tagged with model_digest `digest`, if there is one."""
+    try:
+        versions = tracking.client().search_model_versions(f"name = '{cfg.model_name}'")
+    except MlflowException:
+        return None
+    found = next((v for v in versions if v.tags.get("model_digest") == digest), None)
+    # search results may leave aliases out; the version itself has them
+    return None if found is None else tracking.client().get_model_version(cfg.model_name, found.version)
+
+
+def _existing_result(cfg: PipelineConfig, version: Any, run_id: str) -> dict[str, Any]:
+    aliases = list(version.aliases)
+    alias = cfg.registry.alias if cfg.registry.alias in aliases else (aliases[0] if aliases else "")
+    reason = f"this model (same checkpoints, tokenizer and features) is already version {version.version}"
+    tracking.log_tags(run_id, {"registered_model": cfg.model_name, "model_version": version.version,
+                               "model_alias": alias, "gate_decision": "already_registered", "gate_reason": reason})
+    champion = champion_scores(cfg)
+    return {"name": cfg.model_name, "version": str(version.version), "alias": alias, "promoted": False,
+            "reason": reason, "metric": None, "model_uri": f"models:/{cfg.model_name}/{version.version}",
+            "registered": False,
+            "champion": None if champion is None else {"version": champion.version, "metrics": dict(champion.metrics),
+                                                       "test_digest": champion.test_digest}}
+
+
+def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, float], run_id: str,
+                    test_digest: str) -> dict[str, Any]:
+    """Register `bundle` as a new version of the run's model and set the alias the gate decides.
+
+    Returns name, version, alias (the one set), promoted, reason, metric, model_uri and `champion`: the
+    champion it was compared with ({version, metrics, test_digest}, or None for the first model).
+    """
+    champion = champion_scores(cfg)  # read before registering: the new version must not meet itself
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(cfg),
+            input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
+            registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
+        )
     version = str(info.registered_model_version)
+    gate = decide(Scored(metrics, test_digest, version), champion, cfg.registry)
     client = tracking.client()
-    client.set_registered_model_alias(cfg.model_name, cfg.registry.alias, version)
-    tracking.log_tags(run_id, {"registered_model": cfg.model_name, "model_version": version})
-    return {"name": cfg.model_name, "version": version, "alias": cfg.registry.alias, "model_uri": info.model_uri}
+    client.set_registered_model_alias(cfg.model_name, gate.alias, version)
+    outcome = "promoted" if gate.promote else "not_promoted"
+    version_tags = {"test_digest": test_digest, "gate_decision": outcome, "gate_reason": gate.reason}
+    if gate.metric:
+        version_tags["primary_metric"] = gate.metric
+    if gate.challenger_value is not None:
+        version_tags["primary_metric_value"] = f"{gate.challenger_value:.6g}"
+    for key, value in version_tags.items():
+        client.set_model_version_tag(cfg.model_name, version, key, value)
+    tracking.log_tags(run_id, {"registered_model": cfg.model_name, "model_version": version, "model_alias": gate.alias,
+                               "test_digest": test_digest, "gate_decision": outcome, "gate_reason": gate.reason})
+    return {"name": cfg.model_name, "version": version, "alias": gate.alias, "promoted": gate.promote,
+            "reason": gate.reason, "metric": gate.metric, "model_uri": info.model_uri,
+            "champion": None if champion is None else {"version": champion.version, "metrics": dict(champion.metrics),
+                                                       "test_digest": champion.test_digest}}
+
+
+def champion_scores(cfg: PipelineConfig) -> Scored | None:
+    """The current champion's test metrics (its run's) and test-split digest (its version tag); None if none."""
+    client = tracking.client()
+    try:
+        if cfg.registry.alias not in client.get_registered_model(cfg.model_name).aliases:
+            return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # no model of that name registered yet
+            return None
+        raise
+    version = client.get_model_version_by_alias(cfg.model_name, cfg.registry.alias)
+    metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    return Scored(metrics, version.tags.get("test_digest"), str(version.version))
 
 
 def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:

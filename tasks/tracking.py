@@ -116,19 +116,56 @@ def log_tags(run_id: str, tags: dict[str, Any]) -> None:
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def epoch_logger(run_id: str, prefix: str = "") -> Callable[[int, dict[str, float]], None]:
-    """A training-loop callback: each epoch's numbers go to MLflow (step=epoch) and to the run's log."""
+def epoch_logger(run_id: str, prefix: str = "", epochs: int | None = None,
+                 items_per_epoch: int | None = None) -> Callable[[int, dict[str, float]], None]:
+    """A training-loop callback: each epoch's numbers go to MLflow (step=epoch) and to the run's log.
+
+    With `epochs`, the log line says how many are done, the rate and the time left; `items_per_epoch`
+    (training samples) makes the rate samples/s rather than epochs/s.
+    """
     from prefect.logging import get_run_logger
+
+    from mmcore.progress import Progress
 
     logger = get_run_logger()
     started = time.monotonic()
+    state: dict[str, int] = {}  # the first epoch this process runs (later than 0 after a resume)
 
     def log(epoch: int, metrics: dict[str, float]) -> None:
         log_metrics(run_id, {f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "lr")
-        logger.info("%sepoch %d: %s (%.0f s)", prefix, epoch + 1, shown, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if not epochs:
+            logger.info("%sepoch %d: %s (%.0f s)", prefix, epoch + 1, shown, elapsed)
+            return
+        first = state.setdefault("first", epoch)
+        progress = Progress(epochs - first, "epochs", started=started)
+        line = progress.update(epoch + 1 - first)
+        if items_per_epoch:
+            line += f", {items_per_epoch * (epoch + 1 - first) / max(elapsed, 1e-9):.0f} samples/s"
+        logger.info("%sepoch %d/%d: %s [%s]", prefix, epoch + 1, epochs, shown, line)
 
     return log
+
+
+def step_logger(run_id: str, prefix: str = "step_") -> Callable[[int, dict[str, float]], None]:
+    """A per-batch callback: the batch's loss terms go to MLflow (step = batch index) without waiting.
+
+    The calls are queued (MLflow's asynchronous logging) so training does not wait on the store; `flush`
+    at the end of the stage waits for them.
+    """
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        client().log_batch(run_id, metrics=[Metric(f"{prefix}{k}", float(v), now, step) for k, v in metrics.items()],
+                           synchronous=False)
+
+    return log
+
+
+def flush() -> None:
+    """Waits until every queued asynchronous logging call has reached the tracking store."""
+    mlflow.flush_async_logging()
 
 
 def log_dataset(run_id: str, name: str, path: str | Path, digest: str, context: str) -> None:

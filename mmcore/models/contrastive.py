@@ -17,6 +17,9 @@ from mmcore.text.tokenizer import TextTokenizer
 
 TextEncoder = RNNTextEncoder | TransformerTextEncoder | MiniLMTextEncoder
 TEXT_ENCODERS = (*RNNS, "transformer", "minilm")  # the kinds EncoderConfig.text_rnn may name
+# What the image embedding is projected from: the globally pooled last feature map, or the whole grid
+# (every cell at every scale), which keeps where things are and what colour they are.
+EMBED_FROM = ("pooled", "grid")
 
 
 class ImageOutput(NamedTuple):
@@ -32,20 +35,31 @@ class ContrastiveOutput(NamedTuple):
 
 
 class DualEncoder(nn.Module):
-    """Projects an image encoder's and a text encoder's outputs into a shared unit sphere."""
+    """Projects an image encoder's and a text encoder's outputs into a shared unit sphere.
+
+    `embed_from="grid"` projects the flattened grid features instead of the pooled ones: a caption that
+    names each object's position, colour and shape can then be matched cell by cell, where global
+    pooling would have to encode every binding in the channels.
+    """
 
     def __init__(self, image_encoder: ImageEncoder, text_encoder: TextEncoder, embed_dim: int,
-                 temperature: float = 0.07):
+                 temperature: float = 0.07, embed_from: str = "pooled"):
         super().__init__()
+        if embed_from not in EMBED_FROM:
+            raise ValueError(f"unknown embed_from {embed_from!r}; choose one of {list(EMBED_FROM)}")
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_proj = nn.Linear(image_encoder.out_channels, embed_dim)
+        self.embed_from = embed_from
+        width = (image_encoder.out_channels if embed_from == "pooled"
+                 else image_encoder.grid_channels * image_encoder.grid**2)
+        self.image_proj = nn.Linear(width, embed_dim)
         self.text_proj = nn.Linear(text_encoder.out_dim, embed_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
     def encode_image(self, images: torch.Tensor) -> ImageOutput:
         feats = self.image_encoder(images)
-        emb = F.normalize(self.image_proj(feats.pooled), dim=-1)
+        x = feats.pooled if self.embed_from == "pooled" else feats.grid.flatten(1)  # (B, C) or (B, G*g*g)
+        emb = F.normalize(self.image_proj(x), dim=-1)
         return ImageOutput(feats.grid, feats.pooled, emb)
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -80,4 +94,4 @@ def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
     # Image first, then text: the order fixes how the seeded initialisation is drawn (results depend on it).
     image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.pretrained, cfg.small_input, cfg.multiscale)
     text = build_text_encoder(cfg, vocab_size, pad_id, tokenizer)
-    return DualEncoder(image, text, cfg.embed_dim, temperature)
+    return DualEncoder(image, text, cfg.embed_dim, temperature, cfg.embed_from)

@@ -19,6 +19,7 @@ from mmcore.training import distributed
 from mmcore.training.loop import (
     EpochCallback,
     FitResult,
+    StepCallback,
     epoch_order,
     fit,
     pad_batch,
@@ -74,11 +75,13 @@ def embed_pairs(model: DualEncoder, images: np.ndarray, caption_ids: list[list[l
 
 def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
              out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
-             resume_key: str = "", tokenizer: TextTokenizer | None = None) -> tuple[DualEncoder, FitResult]:
+             resume_key: str = "", tokenizer: TextTokenizer | None = None,
+             on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the dual encoder; checkpoints each epoch in out_dir and writes encoder.pt at the end.
 
     A checkpoint left in out_dir by a run with the same `resume_key` is continued, not redone.
-    `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only.
+    `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only. `on_step`
+    gets the loss of every `cfg.log_every_steps`-th batch (none when it is 0).
     """
     train, val = _with_captions(train), _with_captions(val)
     if len(train) < 2:
@@ -104,7 +107,8 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
     steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
     result = fit(model, fit_cfg, lambda e: _pair_batches(train, cfg.batch_size, cfg.seed, e, device), step,
-                 validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key)
+                 validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key,
+                 on_step=on_step if cfg.log_every_steps else None, step_every=max(1, cfg.log_every_steps))
     if distributed.is_main():
         save_encoder(model, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
     return model, result

@@ -23,6 +23,7 @@ from mmcore.training import distributed
 
 StepFn = Callable[[Any], dict[str, torch.Tensor]]  # batch -> named loss terms, "loss" is optimised
 EpochCallback = Callable[[int, dict[str, float]], None]
+StepCallback = Callable[[int, dict[str, float]], None]  # (global batch index, that batch's loss terms)
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -200,6 +201,8 @@ def fit(
     checkpoint: str | Path | None = None,
     on_epoch: EpochCallback | None = None,
     resume_key: str = "",
+    on_step: StepCallback | None = None,
+    step_every: int = 1,
 ) -> FitResult:
     """Trains `model` for cfg.epochs; `batches(epoch)` yields the batches of that epoch.
 
@@ -211,6 +214,9 @@ def fit(
     `batches` must then yield this rank's share (see `distributed.shard`), the same number of batches on
     every rank. Only rank 0 writes the checkpoint (which all ranks resume from, so it must be on a shared
     file system) and calls `on_epoch`.
+
+    With `on_step`, every `step_every`-th batch's loss terms (and the learning rate) are reported too,
+    numbered by batches since the start of training.
     """
     if cfg.monitor is not None and validate is None:
         raise ValueError(f"monitor {cfg.monitor!r} needs a validate function")
@@ -272,9 +278,12 @@ def fit(
                 (terms["loss"] / cfg.accumulate).backward()
             if closes_group:
                 update(cfg.accumulate)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            values = {key: float(value.detach()) for key, value in terms.items()}
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
             count += 1
+            if on_step is not None and main and count % step_every == 0:
+                on_step(epoch * cfg.steps_per_epoch + count - 1, {**values, "lr": sched.get_last_lr()[0]})
         if count % cfg.accumulate:
             update(count % cfg.accumulate)
         metrics = {f"train_{k}": v / max(1, count) for k, v in sums.items()}

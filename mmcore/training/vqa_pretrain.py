@@ -27,6 +27,7 @@ from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, pretrain,
 from mmcore.training.loop import (
     EpochCallback,
     FitResult,
+    StepCallback,
     epoch_order,
     fit,
     pad_batch,
@@ -52,15 +53,17 @@ def resolve_objective(objective: str, train: SampleSet) -> str:
 
 def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
                      out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
-                     resume_key: str = "",
-                     tokenizer: TextTokenizer | None = None) -> tuple[str, DualEncoder, FitResult]:
+                     resume_key: str = "", tokenizer: TextTokenizer | None = None,
+                     on_step: StepCallback | None = None) -> tuple[str, DualEncoder, FitResult]:
     """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result.
 
-    `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only.
+    `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only; `on_step`
+    gets every `cfg.log_every_steps`-th batch's loss.
     """
     objective = resolve_objective(cfg.objective, train)
     train_fn = pretrain if objective == "contrastive" else pretrain_vqa
-    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out_dir, device, on_epoch, resume_key, tokenizer)
+    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out_dir, device, on_epoch, resume_key, tokenizer,
+                             on_step)
     return objective, model, result
 
 
@@ -72,7 +75,8 @@ def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[i
 
 def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
                  out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
-                 resume_key: str = "", tokenizer: TextTokenizer | None = None) -> tuple[DualEncoder, FitResult]:
+                 resume_key: str = "", tokenizer: TextTokenizer | None = None,
+                 on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the image encoder with a VQA head on top; writes encoder.pt (the dual encoder) to out_dir.
 
     Each batch is `cfg.batch_size` images with all of their questions: the CNN runs once per image.
@@ -135,7 +139,8 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_vqa_acc", "max", has_val, cfg.weight_decay)
     result = fit(model, fit_cfg, batches, step, validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch,
-                 resume_key=resume_key)
+                 resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
+                 step_every=max(1, cfg.log_every_steps))
     if distributed.is_main():
         save_encoder(encoder, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
     return encoder, result

@@ -155,20 +155,61 @@ def test_cli_uses_the_champion(first_run, data_root):
     assert res.exit_code == 1 and "mm demo" in res.output
 
 
-def test_rerun_resumes_instead_of_redoing(first_run, data_root):
+def test_rerun_comes_from_the_cache_and_registers_nothing(first_run, data_root):
     from flows.pipeline import pipeline_flow
 
     second = pipeline_flow(preset="smoke", overrides={"data_root": str(data_root)})
     client = _client()
     exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second['run_id']}'")
-    pretrain = next(r for r in runs if r.data.tags["stage"] == "pretrain")
-    extract = next(r for r in runs if r.data.tags["stage"] == "extract")
-    assert pretrain.data.metrics["resumed_from_epoch"] == 2  # the finished checkpoint was reused
-    assert extract.data.metrics["feature_shards_reused"] == 4
+    tags = {r.data.tags["stage"]: r.data.tags for r in runs}
+    assert all(tags[s]["cached"] == "true" for s in ("pretrain", "extract", "train", "evaluate")), tags
+    evaluate = next(r for r in runs if r.data.tags["stage"] == "evaluate")
+    assert evaluate.data.metrics["t2i_r1"] == pytest.approx(first_run["metrics"]["t2i_r1"])  # logged from the cache
     assert second["metrics"]["t2i_r1"] == pytest.approx(first_run["metrics"]["t2i_r1"])
-    assert str(client.get_model_version_by_alias("mmcore-smoke", "champion").version) == second["model"]["version"]
-    assert int(second["model"]["version"]) == int(first_run["model"]["version"]) + 1
+    # the same model files: no new version, the champion stays where it was
+    assert second["model"]["version"] == first_run["model"]["version"] and not second["model"]["registered"]
+    assert tags["evaluate"]["gate_decision"] == "already_registered"
+    assert str(client.get_model_version_by_alias("mmcore-smoke", "champion").version) == first_run["model"]["version"]
+
+
+def test_changed_heads_are_a_challenger_that_does_not_beat_the_champion(first_run, data_root):
+    from flows.pipeline import pipeline_flow
+
+    # one head epoch instead of two: train reruns (the upstream stages come from the cache), and the new
+    # model is registered; a margin of 1.0 on the primary metric cannot be beaten, so it is @challenger
+    changed = pipeline_flow(preset="smoke", overrides={"data_root": str(data_root), "heads.epochs": 1,
+                                                       "registry.margin": 1.0})
+    client = _client()
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{changed['run_id']}'")
+    tags = {r.data.tags["stage"]: r.data.tags for r in runs}
+    assert tags["pretrain"]["cached"] == "true" and tags["extract"]["cached"] == "true"
+    assert tags["train"]["cached"] == "false" and tags["evaluate"]["cached"] == "false"
+    assert int(changed["model"]["version"]) > int(first_run["model"]["version"])
+    assert changed["model"]["alias"] == "challenger" and not changed["model"]["promoted"]
+    assert str(client.get_model_version_by_alias("mmcore-smoke", "challenger").version) == changed["model"]["version"]
+    assert str(client.get_model_version_by_alias("mmcore-smoke", "champion").version) == first_run["model"]["version"]
+
+
+def test_refresh_retrains_a_stage_and_rejects_unknown_names(first_run, data_root):
+    import os
+
+    from flows.pipeline import pipeline_flow
+    from mmcore.training.contrastive import CHECKPOINT_FILE
+
+    checkpoint = next(data_root.glob(f"models/smoke/pretrain-*/{CHECKPOINT_FILE}"))
+    before = os.stat(checkpoint).st_mtime_ns
+    again = pipeline_flow(preset="smoke", overrides={"data_root": str(data_root)}, refresh=["pretrain"])
+    client = _client()
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{again['run_id']}'")
+    pretrain = next(r for r in runs if r.data.tags["stage"] == "pretrain")
+    assert pretrain.data.tags["cached"] == "false"
+    assert pretrain.data.metrics["resumed_from_epoch"] == 0  # trained from scratch, not resumed from the file
+    assert os.stat(checkpoint).st_mtime_ns != before
+    with pytest.raises(ValueError, match="unknown stage"):
+        pipeline_flow(preset="smoke", overrides={"data_root": str(data_root)}, refresh=["pretrian"])
 
 
 def test_stage_without_its_input_says_which_stage_to_run(harness, tmp_path):

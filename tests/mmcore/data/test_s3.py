@@ -7,23 +7,14 @@ shards must be byte-identical, whatever the number of workers.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
 import pytest
+from servers import aws_env, moto_server
 
 from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
@@ -33,63 +24,6 @@ from mmcore.data.synth import generate_shapes
 
 BUCKET = "mm-test"
 CFG = IngestConfig(image_size=32, shard_size=16, min_side=16)
-AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def moto_server(timeout: float = 20.0) -> Iterator[str]:
-    """A moto S3 server in a subprocess; yields its endpoint URL."""
-    port = _free_port()
-    log = tempfile.TemporaryFile()  # not a pipe: its request log would fill the pipe and block the server
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"moto server exited with {proc.returncode}: {log.read().decode()[-2000:]}")
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except urllib.error.HTTPError:  # any HTTP answer means it is up
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not answer on {endpoint} within {timeout} s") from None
-                time.sleep(0.05)
-        yield endpoint
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-@contextmanager
-def aws_env(endpoint: str) -> Iterator[None]:
-    """The AWS environment pointing at `endpoint`, restored afterwards."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var in AWS_VARS:
-            mp.delenv(var, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        yield
 
 
 def upload(endpoint: str, bucket: str, local: Path, prefix: str) -> None:

@@ -45,3 +45,31 @@ def test_stage_settings_reach_the_loop(tmp_path):
     _, result = pretrain(_samples(8), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="k")
     assert result.best_epoch is not None and len(result.history) <= 6
     assert result.history[result.best_epoch]["val_t2i_r1"] == max(h["val_t2i_r1"] for h in result.history)
+
+
+def test_grid_embedding_projects_every_cell_and_round_trips(tmp_path):
+    enc = ENC.model_copy(update={"embed_from": "grid"})
+    model, _ = pretrain(_samples(8), _samples(4), enc, CFG, 20, tmp_path, torch.device("cpu"), resume_key="g")
+    grid = model.image_encoder
+    assert model.image_proj.in_features == grid.grid_channels * grid.grid**2
+    loaded = load_encoder(tmp_path / ENCODER_FILE)
+    assert loaded.embed_from == "grid"
+    x = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    out = loaded.encode_image(x)
+    assert torch.allclose(out.embedding, model.eval().encode_image(x).embedding, atol=1e-6)
+    # the embedding is a projection of every grid cell, not of the pooled map
+    expected = torch.nn.functional.normalize(loaded.image_proj(out.grid.flatten(1)), dim=-1)
+    assert torch.allclose(out.embedding, expected, atol=1e-6)
+
+
+def test_step_callback_gets_every_nth_batch(tmp_path):
+    seen: list[tuple[int, float]] = []
+    cfg = CFG.model_copy(update={"log_every_steps": 2})  # 12 samples, batch 4: 3 batches per epoch
+    pretrain(_samples(12), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="s",
+             on_step=lambda step, terms: seen.append((step, terms["loss"])))
+    assert [s for s, _ in seen] == [1, 4]  # batches 2 of each epoch, numbered from the start of training
+    assert all(np.isfinite(v) for _, v in seen)
+    off: list = []
+    pretrain(_samples(12), _samples(4), ENC, CFG, 20, tmp_path / "off", torch.device("cpu"), resume_key="s",
+             on_step=lambda step, terms: off.append(step))
+    assert off == []  # log_every_steps 0: per epoch only

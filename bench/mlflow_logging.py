@@ -1,0 +1,106 @@
+"""Training time with MLflow per-step logging against the same training without it, in one run.
+
+Contrastive pretraining on the synthetic shapes, batch 32, `log_every_steps=1`: every batch's loss terms
+go to a real MLflow SQLite store through `tasks.tracking.step_logger` (queued, asynchronous), and the
+final flush is inside the timed region. The two variants alternate (A B A B ...) so drift on a shared
+machine hits both; the ratio of medians is the result. Goal (BENCHMARKS.md): <= 1.05.
+
+Run:
+    .venv/bin/python -m bench.mlflow_logging --images 800 --epochs 2 --repeats 3 --out bench/results/mlflow_logging.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _prepare(work: Path, images: int) -> Path:
+    """Synthetic shapes ingested and tokenized under work/processed."""
+    from mmcore.config import load_config
+    from mmcore.data import dataset as ds
+    from mmcore.data.ingest import ingest
+    from mmcore.data.sources import open_source
+    from mmcore.data.synth import generate_shapes
+
+    cfg = load_config("demo", {})
+    generate_shapes(work / "raw", images, seed=0, image_size=cfg.ingest.image_size)
+    out = work / "processed"
+    report = ingest(open_source(str(work / "raw")), out, cfg.ingest, workers=1)
+    tok = ds.fit_tokenizer([s.samples_path for s in report.shards], cfg.ingest.vocab_size, out / ds.TOKENIZER)
+    for shard in report.shards:
+        ds.tokenize_shard(shard.samples_path, tok, cfg.encoder.max_text_len)
+    ds.build_manifest(out, report, tok, {})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=800)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mm-bench-mlflow-"))
+    os.environ["MM_HOME"] = str(work / "home")
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MM_ARTIFACT_ROOT"):
+        os.environ.pop(key, None)
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import flows  # noqa: F401  (embedded defaults: MLflow on SQLite under MM_HOME)
+    from mmcore.config import load_config
+    from mmcore.data import dataset as ds
+    from mmcore.training.contrastive import pretrain
+    from tasks import tracking
+
+    processed = _prepare(work, args.images)
+    train, val = ds.load_samples(processed, ("train",)), ds.load_samples(processed, ("val",))
+    vocab = ds.load_tokenizer(processed).vocab_size
+    cfg = load_config("demo", {"pretrain.epochs": args.epochs, "pretrain.batch_size": 32,
+                               "pretrain.log_every_steps": 1})
+    run_id = tracking.start_run(cfg, "bench-mlflow-logging")
+    steps_logged = 0
+
+    def once(logged: bool, rep: int) -> float:
+        nonlocal steps_logged
+        out = work / f"run-{int(logged)}-{rep}"
+        step_log = tracking.step_logger(run_id, prefix=f"rep{rep}_") if logged else None
+        started = time.perf_counter()
+        _, result = pretrain(train, val, cfg.encoder, cfg.pretrain, vocab, out, torch.device("cpu"),
+                             on_step=step_log)
+        if logged:
+            tracking.flush()
+        seconds = time.perf_counter() - started
+        if logged:
+            steps_logged = len(tracking.client().get_metric_history(run_id, f"rep{rep}_loss"))
+        return seconds
+
+    once(False, -1)  # warm-up: first-call costs (allocator, thread pools) belong to neither variant
+    plain, logged = [], []
+    for rep in range(args.repeats):
+        plain.append(once(False, rep))
+        logged.append(once(True, rep))
+        print(f"repeat {rep}: without {plain[-1]:.2f} s, with per-step logging {logged[-1]:.2f} s", flush=True)
+    tracking.end_run(run_id)
+    result = {"images": args.images, "train_samples": len(train), "epochs": args.epochs, "batch_size": 32,
+              "steps_logged_per_run": steps_logged, "threads": torch.get_num_threads(),
+              "seconds_without": plain, "seconds_with": logged,
+              "ratio": round(statistics.median(logged) / statistics.median(plain), 4)}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
