@@ -14,7 +14,7 @@ from flows.common import require, resolve
 from mmcore.training.contrastive import ENCODER_FILE
 from mmcore.training.heads import HEADS_FILE
 from tasks import tracking
-from tasks.caching import cached_tags, run_stage_task
+from tasks.caching import cached_tags, run_stage_task, timeout_seconds
 from tasks.evaluation import evaluate_model, publish_report
 from tasks.registry import register_model
 
@@ -33,7 +33,7 @@ def evaluate_flow(preset: str = "demo", dataset: str | None = None, overrides: d
     encoder = require(cat.pretrain / ENCODER_FILE, "pretrain")
     with tracking.stage_run(cfg, "evaluate", parent_run_id) as run_id:
         result, cached = run_stage_task(evaluate_model, str(cat.features), str(cat.processed), heads, cfg, run_id,
-                                        refresh=refresh)
+                                        refresh=refresh, timeout=timeout_seconds(cfg))
         tracking.log_tags(run_id, cached_tags(cached))
         if cached:  # the task's body, which logs them, did not run
             tracking.log_metrics(run_id, result["metrics"])

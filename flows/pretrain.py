@@ -12,7 +12,7 @@ from prefect import flow
 from flows.common import require, resolve
 from mmcore.data.dataset import MANIFEST
 from tasks import tracking
-from tasks.caching import cached_tags, run_stage_task
+from tasks.caching import cached_tags, run_stage_task, timeout_seconds
 from tasks.pretraining import pretrain_encoder
 
 
@@ -27,7 +27,8 @@ def pretrain_flow(preset: str = "demo", dataset: str | None = None, overrides: d
     require(cat.processed / MANIFEST, "ingest")
     with tracking.stage_run(cfg, "pretrain", parent_run_id) as run_id:
         path, cached = run_stage_task(pretrain_encoder, str(cat.processed), cfg, str(cat.pretrain), run_id,
-                                      fresh=refresh, refresh=refresh, files=lambda path: [path])
+                                      fresh=refresh, refresh=refresh, files=lambda path: [path],
+                                      timeout=timeout_seconds(cfg))
         tracking.log_tags(run_id, cached_tags(cached))
         return path
 

@@ -12,7 +12,7 @@ from prefect import flow
 from flows.common import require, resolve
 from mmcore.features import MANIFEST
 from tasks import tracking
-from tasks.caching import cached_tags, run_stage_task
+from tasks.caching import cached_tags, run_stage_task, timeout_seconds
 from tasks.training import train_heads
 
 
@@ -25,7 +25,7 @@ def train_flow(preset: str = "demo", dataset: str | None = None, overrides: dict
     require(cat.features / MANIFEST, "extract")
     with tracking.stage_run(cfg, "train", parent_run_id) as run_id:
         path, cached = run_stage_task(train_heads, str(cat.features), str(cat.processed), cfg, str(cat.heads), run_id,
-                                      refresh=refresh, files=lambda path: [path])
+                                      refresh=refresh, files=lambda path: [path], timeout=timeout_seconds(cfg))
         tracking.log_tags(run_id, cached_tags(cached))
         return path
 

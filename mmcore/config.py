@@ -162,6 +162,9 @@ class OrchestrationConfig(StrictModel):
                                                        "tcp://10.0.0.5:8786; default: a LocalCluster")
     n_workers: int = Field(2, ge=1, description="worker processes of the LocalCluster (dask) or local Ray (ray)")
     ray_address: str | None = Field(None, description="address of an existing Ray cluster; default: a local one")
+    timeout_minutes: float | None = Field(
+        360, gt=0, description="a model task (pretrain, extract shard, train, evaluate) running longer fails with "
+                               "a timeout instead of holding the worker forever; None: no limit")
 
 
 class PipelineConfig(StrictModel):

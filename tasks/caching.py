@@ -75,18 +75,25 @@ def check_refresh(refresh: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def run_stage_task(task: Any, *args: Any, refresh: bool = False, files: Callable[[Any], list[str]] = lambda _: [],
-                   **kwargs: Any) -> tuple[Any, bool]:
+                   timeout: float | None = None, **kwargs: Any) -> tuple[Any, bool]:
     """Calls a cached stage task; returns its result and whether it came from the cache.
 
+    `timeout` (seconds) fails the task run with a TaskRunTimeoutError when it takes longer.
     `files(result)` lists the files a result refers to: a cached result whose files were deleted since
     is of no use, so the task then runs again (and replaces the entry).
     """
-    state = task.with_options(refresh_cache=refresh)(*args, return_state=True, **kwargs)
+    state = task.with_options(refresh_cache=refresh, timeout_seconds=timeout)(*args, return_state=True, **kwargs)
     result, cached = state.result(), state.name == "Cached"
     if cached and any(not Path(p).exists() for p in files(result)):
-        state = task.with_options(refresh_cache=True)(*args, return_state=True, **kwargs)
+        state = task.with_options(refresh_cache=True, timeout_seconds=timeout)(*args, return_state=True, **kwargs)
         result, cached = state.result(), False
     return result, cached
+
+
+def timeout_seconds(cfg: Any) -> float | None:
+    """The per-task time limit `orchestration.timeout_minutes` sets, in seconds."""
+    minutes = cfg.orchestration.timeout_minutes
+    return None if minutes is None else 60.0 * minutes
 
 
 def cached_tags(cached: bool | list[bool]) -> dict[str, str]:

@@ -86,7 +86,19 @@ def start_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None)
     for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
         c.log_batch(run.info.run_id, params=params[i : i + 90])
     c.log_dict(run.info.run_id, cfg.model_dump(mode="json"), "config.json")
+    if prefect:
+        _tag_flow_run(prefect["prefect.flow_run_id"], run.info.run_id, run.info.experiment_id)
     return run.info.run_id
+
+
+def _tag_flow_run(flow_run_id: str, run_id: str, experiment_id: str) -> None:
+    """The other direction of the link: the Prefect flow run gets tags naming its MLflow run."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        current = prefect.read_flow_run(flow_run_id).tags
+        prefect.update_flow_run(flow_run_id, tags=[*current, f"mlflow-run:{run_id}",
+                                                   f"mlflow-experiment:{experiment_id}"])
 
 
 def end_run(run_id: str, failed: bool = False) -> None:

@@ -96,6 +96,14 @@ def test_mlflow_has_parent_and_stage_runs_with_metrics(first_run):
     assert {t.value for i in used["evaluate"] for t in i.tags} == {"test"}
     artifacts = {a.path for a in client.list_artifacts(pretrain.info.run_id, "checkpoints")}
     assert "checkpoints/encoder.pt" in artifacts
+    # Prefect and MLflow point at each other: run tags name the flow run, flow-run tags name the run
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        for run in [parent, *children]:
+            flow_run = prefect.read_flow_run(run.data.tags["prefect.flow_run_id"])
+            assert f"mlflow-run:{run.info.run_id}" in flow_run.tags
+            assert run.data.tags["mlflow.runName"].endswith(flow_run.name)
 
 
 def test_champion_alias_points_at_the_registered_model(first_run):
