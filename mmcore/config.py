@@ -89,6 +89,10 @@ class PretrainConfig(StrictModel):
                                                          "validation metric, keeping the best epoch's weights")
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    hard_negatives: int = Field(0, ge=0, description="contrastive: batch each image with the N-1 images the model "
+                                                     "embeds closest to it (hard negatives); 0 or 1: random batches")
+    hard_from_epoch: int = Field(2, ge=0, description="first epoch (0-based) that uses hard-negative batches: the "
+                                                      "embedding must mean something first")
     log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: once per "
                                                       "epoch); it does not change results, so not the digest")
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP): one per GPU, or "

@@ -41,15 +41,20 @@ def _with_captions(data: SampleSet) -> SampleSet:
                      pick(data.caption_ids), pick(data.qa), pick(data.question_ids))
 
 
-def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int,
-                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int, device: torch.device,
+                  groups: list[list[int]] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Each image once per epoch, paired with one of its captions drawn at random.
 
-    Under torchrun each rank takes its share of the epoch (`distributed.shard`) in batches of
-    batch_size / world, so a step still sees batch_size pairs in all; the contrastive negatives of a
-    pair are those on its own rank.
+    With `groups` (hard negatives, see `neighbour_groups`) the epoch is those groups in their order, so
+    the images of a group share a batch; otherwise a seeded shuffle. Under torchrun each rank takes its
+    share of the epoch (`distributed.shard`, of whole groups) in batches of batch_size / world, so a step
+    still sees batch_size pairs in all; the contrastive negatives of a pair are those on its own rank.
     """
-    order = distributed.shard(epoch_order(len(data), seed, epoch))
+    if groups is None:
+        order = distributed.shard(epoch_order(len(data), seed, epoch))
+    else:
+        mine = distributed.shard(torch.arange(len(groups)))
+        order = torch.tensor([i for g in mine.tolist() for i in groups[g]], dtype=torch.long)
     batch_size = max(2, batch_size // distributed.world())
     gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank())
     for start in range(0, len(order) - 1, batch_size):
@@ -58,6 +63,42 @@ def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int,
             continue
         picks = [data.caption_ids[i][int(torch.randint(len(data.caption_ids[i]), (1,), generator=gen))] for i in idx]
         yield torch.from_numpy(data.images[idx]).to(device), pad_batch(picks).to(device)
+
+
+@torch.no_grad()
+def neighbour_groups(embeddings: torch.Tensor, order: torch.Tensor, size: int) -> list[list[int]]:
+    """Splits samples into groups of `size` that lie close together in embedding space (hard negatives).
+
+    Greedy, in `order`: each sample not yet placed takes the `size - 1` placed-nowhere samples most
+    similar to it (cosine of unit embeddings). Batches made of whole groups then hold images the model
+    still confuses, e.g. the same layout in other colours, which random batches of a small dataset
+    rarely do: the loss has to learn what tells them apart. Every sample is in exactly one group.
+    """
+    sim = embeddings @ embeddings.t()  # (N, N)
+    free = torch.ones(len(embeddings), dtype=torch.bool)
+    groups = []
+    for anchor in order.tolist():
+        if not free[anchor]:
+            continue
+        sim[anchor, anchor] = float("inf")  # the anchor first
+        take = sim[anchor].masked_fill(~free, float("-inf")).topk(min(size, int(free.sum()))).indices
+        free[take] = False
+        groups.append(take.tolist())
+    return groups
+
+
+def _hard_negative_groups(model: DualEncoder, data: SampleSet, cfg: PretrainConfig, epoch: int,
+                          device: torch.device) -> list[list[int]] | None:
+    """This epoch's neighbour groups, from the model as it is now (None before `hard_from_epoch`)."""
+    if cfg.hard_negatives < 2 or epoch < cfg.hard_from_epoch:
+        return None
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        emb = torch.cat([model.encode_image(torch.from_numpy(data.images[i : i + 256]).to(device)).embedding.cpu()
+                         for i in range(0, len(data), 256)])
+    model.train(was_training)
+    return neighbour_groups(emb, epoch_order(len(data), cfg.seed, epoch), cfg.hard_negatives)
 
 
 @torch.no_grad()
@@ -106,7 +147,11 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
     per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())
     steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
-    result = fit(model, fit_cfg, lambda e: _pair_batches(train, cfg.batch_size, cfg.seed, e, device), step,
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        groups = _hard_negative_groups(model, train, cfg, epoch, device)
+        return _pair_batches(train, cfg.batch_size, cfg.seed, epoch, device, groups)
+
+    result = fit(model, fit_cfg, batches, step,
                  validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key,
                  on_step=on_step if cfg.log_every_steps else None, step_every=max(1, cfg.log_every_steps))
     if distributed.is_main():

@@ -73,3 +73,37 @@ def test_step_callback_gets_every_nth_batch(tmp_path):
     pretrain(_samples(12), _samples(4), ENC, CFG, 20, tmp_path / "off", torch.device("cpu"), resume_key="s",
              on_step=lambda step, terms: off.append(step))
     assert off == []  # log_every_steps 0: per epoch only
+
+
+def test_neighbour_groups_put_close_embeddings_together():
+    from mmcore.training.contrastive import neighbour_groups
+
+    torch.manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)  # 5 clusters of 3 points each
+    points = torch.nn.functional.normalize(centres.repeat_interleave(3, 0) + 0.01 * torch.randn(15, 16), dim=-1)
+    groups = neighbour_groups(points, torch.randperm(15), 3)
+    assert sorted(i for g in groups for i in g) == list(range(15))  # every sample exactly once
+    assert sorted(sorted(g) for g in groups) == [[3 * c, 3 * c + 1, 3 * c + 2] for c in range(5)]
+    uneven = neighbour_groups(points[:14], torch.arange(14), 4)
+    assert sorted(i for g in uneven for i in g) == list(range(14)) and max(map(len, uneven)) == 4
+
+
+def test_hard_negative_batches_hold_whole_groups(tmp_path, monkeypatch):
+    from mmcore.training import contrastive
+
+    seen: list[list[list[int]] | None] = []
+    real = contrastive._pair_batches
+
+    def spy(data, batch_size, seed, epoch, device, groups=None):
+        seen.append(groups)
+        return real(data, batch_size, seed, epoch, device, groups)
+
+    monkeypatch.setattr(contrastive, "_pair_batches", spy)
+    cfg = CFG.model_copy(update={"epochs": 3, "hard_negatives": 2, "hard_from_epoch": 1})
+    _, result = pretrain(_samples(12), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="h")
+    assert len(result.history) == 3
+    assert seen[0] is None  # the first epoch: random batches
+    for groups in seen[1:]:
+        assert sorted(i for g in groups for i in g) == list(range(12)) and {len(g) for g in groups} == {2}
+    batches = list(real(_samples(12), 4, 0, 1, torch.device("cpu"), seen[1]))
+    assert len(batches) == 3 and all(len(b[0]) == 4 for b in batches)  # 2 groups per batch of 4
