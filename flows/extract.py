@@ -16,7 +16,7 @@ from mmcore.data.dataset import read_manifest
 from mmcore.training.contrastive import ENCODER_FILE
 from tasks import features as T
 from tasks import tracking
-from tasks.caching import cached_tags, timeout_seconds
+from tasks.caching import cached_tags
 
 
 @flow(name="extract")
@@ -33,7 +33,7 @@ def extract_flow(preset: str = "demo", dataset: str | None = None, overrides: di
     tokens = [str(cat.processed / s["tokens"]) for s in shards]
     out = str(cat.features)
     with tracking.stage_run(cfg, "extract", parent_run_id) as run_id:
-        futures = T.extract_shard.with_options(refresh_cache=refresh, timeout_seconds=timeout_seconds(cfg)).map(
+        futures = T.extract_shard.with_options(refresh_cache=refresh).map(
             unmapped(encoder), samples, tokens, unmapped(out), unmapped(cfg.pretrain.device))
         results, cached = futures.result(), [f.state.name == "Cached" for f in futures]
         for i, result in enumerate(results):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
+from prefect.futures import as_completed
 
 from flows.common import resolve, stage_flow
 from mmcore.io import folder_lock
+from mmcore.progress import Progress
 from tasks import ingest as T
 from tasks import tracking
 
@@ -43,7 +45,9 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
     with folder_lock(out), tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
         plan = T.plan_ingest(cat.source, cfg.ingest.format, cfg.ingest, out, retry_rejected)
         with T.decode_pool(workers, runner) as pool:
-            shards = T.ingest_shard.map(unmapped(plan.path), plan.work, unmapped(workers), unmapped(pool)).result()
+            futures = T.ingest_shard.map(unmapped(plan.path), plan.work, unmapped(workers), unmapped(pool))
+            _log_progress(futures, [w.records for w in plan.work])
+            shards = futures.result()
         report = T.finish_ingest(plan.path, shards)
         # Transform: vocabulary from the train split, then token shards
         tokenizer = T.fit_tokenizer(report, cfg.ingest.vocab_size, out)
@@ -51,6 +55,17 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
         # Load: the manifest marks the dataset complete
         T.finalize(report, tokenizer, out, run_id, cfg.digest("ingest"), runner)
     return out
+
+
+def _log_progress(futures: list, records: list[int]) -> None:
+    """One line per finished shard task: records done of the total, the rate and the time left."""
+    logger = get_run_logger()
+    progress = Progress(sum(records), "records")
+    size = {id(f): n for f, n in zip(futures, records, strict=True)}
+    done = 0
+    for count, future in enumerate(as_completed(futures), 1):
+        done += size[id(future)]
+        logger.info("ingest: %d/%d shards, %s", count, len(futures), progress.update(done))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from torchvision.io import decode_png as decode_png_tv
 
 from mmcore.data.dataset import read_manifest
 from mmcore.data.shards import (
@@ -78,6 +77,8 @@ def _decode_png(blob: bytes) -> torch.Tensor:
     Sample shards hold 8-bit RGB PNGs (lossless), which both decode to the same pixels; libpng is ~1.6x
     faster than Pillow here and releases the GIL, so several threads decode in parallel.
     """
+    from torchvision.io import decode_png as decode_png_tv  # imported on use: importing torchvision is slow
+
     img = decode_png_tv(torch.frombuffer(bytearray(blob), dtype=torch.uint8))  # bytearray: writable, no warning
     if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
         return torch.from_numpy(decode_png(blob))

@@ -84,9 +84,17 @@ def finish_ingest(plan_path: str, shards: list[ShardResult]) -> IngestReport:
 
 @task
 def fit_tokenizer(report: IngestReport, vocab_size: int, out_dir: str) -> str:
-    """Train the subword tokenizer on the train split's captions and questions."""
+    """Train the subword tokenizer on the train split's captions and questions.
+
+    A run that changed nothing keeps the tokenizer of the complete dataset it found (the manifest is still
+    there only when no shard changed since it was written), since training again would give the same one.
+    """
+    path = Path(out_dir) / ds.TOKENIZER
+    if not report.processed and not report.dropped and path.exists() and (Path(out_dir) / ds.MANIFEST).exists():
+        get_run_logger().info("no record changed: keeping the tokenizer %s", path)
+        return str(path)
     shards = [s.samples_path for s in report.shards]
-    return str(ds.fit_tokenizer(shards, vocab_size, Path(out_dir) / ds.TOKENIZER))
+    return str(ds.fit_tokenizer(shards, vocab_size, path))
 
 
 @task

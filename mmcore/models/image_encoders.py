@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 # ImageNet statistics: the usual normalisation, and the one pretrained torchvision weights expect.
@@ -73,6 +72,8 @@ def _small_cnn() -> tuple[nn.Module, int]:
 def _load_torchvision(name: str, pretrained: bool) -> nn.Module:
     weights = "DEFAULT" if pretrained else None
     try:
+        import torchvision  # here, not at module level: importing it costs ~1.6 s (it loads torch._dynamo)
+
         return torchvision.models.get_model(name, weights=weights)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:  # offline, or a bad file
         if not pretrained:

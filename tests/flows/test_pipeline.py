@@ -164,9 +164,14 @@ def test_cli_uses_the_champion(first_run, data_root):
 
 
 def test_rerun_comes_from_the_cache_and_registers_nothing(first_run, data_root):
+    import os
+
     from flows.pipeline import pipeline_flow
 
+    tokenizer = next(data_root.glob("processed/smoke/*/tokenizer.json"))
+    before = os.stat(tokenizer).st_mtime_ns
     second = pipeline_flow(preset="smoke", overrides={"data_root": str(data_root)})
+    assert os.stat(tokenizer).st_mtime_ns == before  # nothing changed, so not trained again
     client = _client()
     exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second['run_id']}'")
