@@ -1,8 +1,8 @@
 """Training time with MLflow per-step logging against the same training without it, in one run.
 
 Contrastive pretraining on the synthetic shapes, batch 32, `log_every_steps=1`: every batch's loss terms
-go to a real MLflow SQLite store through `tasks.tracking.step_logger` (queued, asynchronous), and the
-final flush is inside the timed region. The two variants alternate (A B A B ...) so drift on a shared
+go to a real MLflow SQLite store through `tasks.tracking.step_logger` (buffered, sent as queued batches),
+and the final flush is inside the timed region. The two variants alternate (A B A B ...) so drift on a shared
 machine hits both; the ratio of medians is the result. Goal (BENCHMARKS.md): <= 1.05.
 
 Run:
@@ -79,7 +79,7 @@ def main() -> None:
         _, result = pretrain(train, val, cfg.encoder, cfg.pretrain, vocab, out, torch.device("cpu"),
                              on_step=step_log)
         if logged:
-            tracking.flush()
+            step_log.flush()
         seconds = time.perf_counter() - started
         if logged:
             steps_logged = len(tracking.client().get_metric_history(run_id, f"rep{rep}_loss"))

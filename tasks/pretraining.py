@@ -49,10 +49,11 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
         tokenizer = load_tokenizer(processed_dir)
         train, val = load_samples(processed_dir, ("train",)), load_samples(processed_dir, ("val",))
         on_epoch = tracking.epoch_logger(run_id, epochs=cfg.pretrain.epochs, items_per_epoch=len(train))
+        on_step = tracking.step_logger(run_id)
         objective, _, result = pretrain_encoder_on(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
                                                    out_dir, select_device(cfg.pretrain.device), on_epoch, key,
-                                                   tokenizer, tracking.step_logger(run_id))
-        tracking.flush()
+                                                   tokenizer, on_step)
+        on_step.flush()
         history, resumed = result.history, result.resumed_from
     tracking.log_tags(run_id, {"pretrain_objective": objective, "pretrain_processes": cfg.pretrain.processes})
     tracking.log_metrics(run_id, {"resumed_from_epoch": resumed})
