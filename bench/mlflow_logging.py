@@ -60,6 +60,7 @@ def main() -> None:
     import flows  # noqa: F401  (embedded defaults: MLflow on SQLite under MM_HOME)
     from mmcore.config import load_config
     from mmcore.data import dataset as ds
+    from mmcore.io import write_json
     from mmcore.training.contrastive import pretrain
     from tasks import tracking
 
@@ -98,8 +99,7 @@ def main() -> None:
               "ratio": round(statistics.median(logged) / statistics.median(plain), 4)}
     print(json.dumps(result, indent=1))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from mmcore.config import load_config
     from mmcore.data.synth import generate_shapes
+    from mmcore.io import write_json
 
     cfg = load_config(args.preset, dict(s.split("=", 1) for s in args.set))
     work = Path(tempfile.mkdtemp(prefix="mm-bench-orch-"))
@@ -82,8 +83,7 @@ def main() -> None:
               "rerun_over_first": round(seconds["rerun"] / seconds["prefect"], 3), "logs": str(work)}
     print(json.dumps(result, indent=1))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -175,12 +175,9 @@ def _existing_result(cfg: PipelineConfig, version: Any, run_id: str) -> dict[str
     reason = f"this model (same checkpoints, tokenizer and features) is already version {version.version}"
     tracking.log_tags(run_id, {"registered_model": cfg.model_name, "model_version": version.version,
                                "model_alias": alias, "gate_decision": "already_registered", "gate_reason": reason})
-    champion = champion_scores(cfg)
     return {"name": cfg.model_name, "version": str(version.version), "alias": alias, "promoted": False,
             "reason": reason, "metric": None, "model_uri": f"models:/{cfg.model_name}/{version.version}",
-            "registered": False,
-            "champion": None if champion is None else {"version": champion.version, "metrics": dict(champion.metrics),
-                                                       "test_digest": champion.test_digest}}
+            "registered": False, "champion": _as_dict(champion_scores(cfg))}
 
 
 def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, float], run_id: str,
@@ -213,9 +210,15 @@ def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, 
     tracking.log_tags(run_id, {"registered_model": cfg.model_name, "model_version": version, "model_alias": gate.alias,
                                "test_digest": test_digest, "gate_decision": outcome, "gate_reason": gate.reason})
     return {"name": cfg.model_name, "version": version, "alias": gate.alias, "promoted": gate.promote,
-            "reason": gate.reason, "metric": gate.metric, "model_uri": info.model_uri,
-            "champion": None if champion is None else {"version": champion.version, "metrics": dict(champion.metrics),
-                                                       "test_digest": champion.test_digest}}
+            "reason": gate.reason, "metric": gate.metric, "model_uri": info.model_uri, "registered": True,
+            "champion": _as_dict(champion)}
+
+
+def _as_dict(champion: Scored | None) -> dict[str, Any] | None:
+    """The champion a decision was made against, as the result dict carries it."""
+    if champion is None:
+        return None
+    return {"version": champion.version, "metrics": dict(champion.metrics), "test_digest": champion.test_digest}
 
 
 def champion_scores(cfg: PipelineConfig) -> Scored | None:
