@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import flows  # noqa: F401  (sets the embedded defaults before Prefect is imported)
+from flows.api import PrefectApi
 from flows.env import mm_home
 from mmcore.catalog import Catalog
 from mmcore.config import load_config
@@ -101,13 +102,15 @@ def _stage(name: str):
     def run(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None,
             refresh: Annotated[bool, typer.Option("--refresh", help="run the stage even when its cached result "
                                                   "(same inputs, config and code) is still valid")] = False) -> None:
+        api = PrefectApi.start()
         from flows import evaluate, extract, ingest, pretrain, train
         from flows.common import stage_flow
 
         fn = {"ingest": ingest.ingest_flow, "pretrain": pretrain.pretrain_flow, "extract": extract.extract_flow,
               "train": train.train_flow, "evaluate": evaluate.evaluate_flow}[name]
         fn = stage_flow(fn, preset, dataset, _overrides(sets))  # orchestration.task_runner
-        result = fn(preset=preset, dataset=dataset, overrides=_overrides(sets), refresh=refresh)
+        with api:
+            result = fn(preset=preset, dataset=dataset, overrides=_overrides(sets), refresh=refresh)
         if isinstance(result, dict) and "metrics" in result:
             _print_metrics(result["metrics"])
         else:
@@ -178,13 +181,16 @@ def ingest(
                                                  help="process records rejected by earlier runs again")] = False,
 ) -> None:
     """Run the ingest stage flow: only records that are new (or edited) since the last run are processed."""
+    api = PrefectApi.start()
     from flows.common import stage_flow
     from flows.ingest import ingest_flow
     from mmcore.data.dataset import read_manifest
 
     overrides = _source_overrides(sets, source, fmt)
-    out = stage_flow(ingest_flow, preset, dataset, overrides)(preset=preset, dataset=dataset, overrides=overrides,
-                                                               workers=workers, retry_rejected=retry_rejected)
+    with api:
+        out = stage_flow(ingest_flow, preset, dataset, overrides)(preset=preset, dataset=dataset,
+                                                                   overrides=overrides, workers=workers,
+                                                                   retry_rejected=retry_rejected)
     m = read_manifest(out)
     table = Table(title=f"ingested {m['source']['uri']} ({m['source']['format']})")
     for col in ("records in", "accepted", "rejected", "processed now", "kept", "dropped"):
@@ -202,9 +208,11 @@ def ingest(
 @app.command()
 def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None, refresh: Refresh = None) -> None:
     """Run the whole pipeline flow."""
+    api = PrefectApi.start()
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(preset=preset, dataset=dataset, overrides=_overrides(sets), refresh=refresh)
+    with api:
+        result = pipeline_flow(preset=preset, dataset=dataset, overrides=_overrides(sets), refresh=refresh)
     _print_metrics(result["metrics"])
 
 
@@ -216,6 +224,7 @@ def demo(
     sets: Sets = None,
 ) -> None:
     """Generate the demo data if missing, run the pipeline, print metrics and where to look."""
+    api = PrefectApi.start()
     from flows.pipeline import pipeline_flow
     from mmcore.data.records import ANNOTATIONS
     from mmcore.data.synth import generate_shapes
@@ -226,7 +235,8 @@ def demo(
         console.print(f"generating {images} synthetic images in {raw} ...")
         generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size,
                         test_images=_test_images(images, test_images))
-    result = pipeline_flow(preset=preset, overrides=_overrides(sets))
+    with api:
+        result = pipeline_flow(preset=preset, overrides=_overrides(sets))
     _print_metrics(result["metrics"])
     model = result.get("model", {})
     console.print(f"\nregistered model {model.get('name')} version {model.get('version')} as @{model.get('alias')}"
