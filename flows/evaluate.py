@@ -13,7 +13,7 @@ from prefect import flow
 from flows.common import require, resolve
 from mmcore.training.contrastive import ENCODER_FILE
 from mmcore.training.heads import HEADS_FILE
-from tasks import tracking
+from tasks import storage, tracking
 from tasks.caching import cached_tags, run_stage_task, timeout_seconds
 from tasks.evaluation import evaluate_model, publish_report
 from tasks.registry import register_model
@@ -29,6 +29,8 @@ def evaluate_flow(preset: str = "demo", dataset: str | None = None, overrides: d
     already registered is not registered twice.
     """
     cfg, cat = resolve(preset, dataset, overrides)
+    storage.pull(cat, cat.processed, cat.features, cat.heads)
+    storage.pull(cat, cat.pretrain, only=[ENCODER_FILE])
     heads = require(cat.heads / HEADS_FILE, "train")
     encoder = require(cat.pretrain / ENCODER_FILE, "pretrain")
     with tracking.stage_run(cfg, "evaluate", parent_run_id) as run_id:
@@ -39,7 +41,7 @@ def evaluate_flow(preset: str = "demo", dataset: str | None = None, overrides: d
             tracking.log_metrics(run_id, result["metrics"])
         if promote:
             result["model"] = register_model(cfg, encoder, heads, str(cat.processed), str(cat.features),
-                                             str(cat.raw), result["metrics"], run_id)
+                                             cat.raw_uri, result["metrics"], run_id)
         publish_report(cfg, result["metrics"], result["examples"], result.get("model"))
     return result
 

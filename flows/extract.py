@@ -15,7 +15,7 @@ from flows.common import require, resolve, stage_flow
 from mmcore.data.dataset import read_manifest
 from mmcore.training.contrastive import ENCODER_FILE
 from tasks import features as T
-from tasks import tracking
+from tasks import storage, tracking
 from tasks.caching import cached_tags
 
 
@@ -27,6 +27,8 @@ def extract_flow(preset: str = "demo", dataset: str | None = None, overrides: di
     Each shard is cached on the encoder's and the shard's digests; `refresh` extracts them all again.
     """
     cfg, cat = resolve(preset, dataset, overrides)
+    storage.pull(cat, cat.processed, cat.features)  # feature shards in the store are kept
+    storage.pull(cat, cat.pretrain, only=[ENCODER_FILE])
     encoder = require(cat.pretrain / ENCODER_FILE, "pretrain")
     shards = read_manifest(cat.processed)["shards"]
     samples = [str(cat.processed / s["samples"]) for s in shards]
@@ -43,6 +45,7 @@ def extract_flow(preset: str = "demo", dataset: str | None = None, overrides: di
                 cached[i] = False
         tracking.log_tags(run_id, cached_tags(cached))
         T.finalize(out, results, encoder, str(cat.processed), run_id)
+        storage.push(cat, cat.features)
     return out
 
 

@@ -15,10 +15,11 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
 
 from flows.common import resolve, stage_flow
+from mmcore.data.storage import Storage
 from mmcore.io import folder_lock
 from mmcore.progress import Progress
 from tasks import ingest as T
-from tasks import tracking
+from tasks import storage, tracking
 
 
 @flow(name="ingest")
@@ -34,15 +35,16 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
     """
     cfg, cat = resolve(preset, dataset, overrides)
     out = str(cat.processed)
-    if cfg.ingest.source is None and not cat.raw.exists():
-        raise FileNotFoundError(f"{cat.raw} does not exist: put a dataset there (data/README.md lists the formats), "
-                                "fetch one with `mm data fetch easy-vqa`, generate one with `mm data synth`, "
+    if cfg.ingest.source is None and not Storage(cat.raw_uri).is_dir():
+        raise FileNotFoundError(f"{cat.raw_uri} does not exist: put a dataset there (data/README.md lists the "
+                                "formats), fetch one with `mm data fetch easy-vqa`, generate one with `mm data synth`, "
                                 "or point at one with --source")
     # Extract: a malformed or unknown source fails here, before any work
     T.check_source(cat.source, cfg.ingest.format)
     runner, workers = cfg.orchestration.task_runner, workers or os.cpu_count() or 1
     # Two runs on one dataset take turns here: the second finds the first one's shards and keeps them.
     with folder_lock(out), tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
+        storage.pull(cat, cat.processed)  # shards another machine ingested are kept, not redone
         plan = T.plan_ingest(cat.source, cfg.ingest.format, cfg.ingest, out, retry_rejected)
         with T.decode_pool(workers, runner) as pool:
             futures = T.ingest_shard.map(unmapped(plan.path), plan.work, unmapped(workers), unmapped(pool))
@@ -54,6 +56,7 @@ def ingest_flow(preset: str = "demo", dataset: str | None = None, overrides: dic
         T.tokenize.map(report.shards, unmapped(tokenizer), unmapped(cfg.encoder.max_text_len)).result()
         # Load: the manifest marks the dataset complete
         T.finalize(report, tokenizer, out, run_id, cfg.digest("ingest"), runner)
+        storage.push(cat, cat.processed)
     return out
 
 

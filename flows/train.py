@@ -11,7 +11,7 @@ from prefect import flow
 
 from flows.common import require, resolve
 from mmcore.features import MANIFEST
-from tasks import tracking
+from tasks import storage, tracking
 from tasks.caching import cached_tags, run_stage_task, timeout_seconds
 from tasks.training import train_heads
 
@@ -22,11 +22,13 @@ def train_flow(preset: str = "demo", dataset: str | None = None, overrides: dict
     """Train the heads; returns the heads checkpoint path (cached on the features, config and code
     digests; `refresh` trains them again)."""
     cfg, cat = resolve(preset, dataset, overrides)
+    storage.pull(cat, cat.processed, cat.features)
     require(cat.features / MANIFEST, "extract")
     with tracking.stage_run(cfg, "train", parent_run_id) as run_id:
         path, cached = run_stage_task(train_heads, str(cat.features), str(cat.processed), cfg, str(cat.heads), run_id,
                                       refresh=refresh, files=lambda path: [path], timeout=timeout_seconds(cfg))
         tracking.log_tags(run_id, cached_tags(cached))
+        storage.push(cat, cat.heads)
         return path
 
 

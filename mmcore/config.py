@@ -173,7 +173,11 @@ class OrchestrationConfig(StrictModel):
 
 class PipelineConfig(StrictModel):
     dataset: str = Field("shapes", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    data_root: str = Field("data", description="root of raw/, processed/, features/, models/")
+    data_root: str = Field("data", description="root of raw/, processed/, features/, models/: a folder, or an "
+                                               "object-store URI (s3://bucket/prefix) that stages share through "
+                                               "a local working copy (data_cache)")
+    data_cache: str | None = Field(None, description="local working copy of an object-store data_root; default "
+                                                     "~/.cache/mmcore/<scheme>/<bucket>/<prefix>")
     ingest: IngestConfig = IngestConfig()
     encoder: EncoderConfig = EncoderConfig()
     pretrain: PretrainConfig = PretrainConfig()

@@ -26,6 +26,7 @@ from prefect import task
 
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import TOKENIZER
+from mmcore.data.storage import is_uri
 from mmcore.features import MANIFEST as FEATURES_MANIFEST
 from mmcore.features import image_index
 from mmcore.inference import Predictor, write_bundle
@@ -141,7 +142,8 @@ def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, proc
     if existing is not None:
         return _existing_result(cfg, existing, run_id)
     meta = {"dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
-            "max_caption_len": cfg.heads.max_caption_len, "raw_root": str(Path(raw_root).resolve()),
+            "max_caption_len": cfg.heads.max_caption_len,
+            "raw_root": raw_root if is_uri(raw_root) else str(Path(raw_root).resolve()),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = write_bundle(Path(tmp) / "bundle", encoder_path, heads_path, Path(processed_dir) / TOKENIZER,

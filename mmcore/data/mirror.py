@@ -1,0 +1,146 @@
+"""A local working copy of folders kept in object storage (or any `Storage` root).
+
+`pull` brings a remote folder's files down and `push` sends a local folder's files up, file by file the
+way `aws s3 sync` decides: a file is copied when the other side lacks it, has another size, or holds an
+older copy (modification times; a pulled file takes its remote time, so it is not pushed back).
+Files that only the receiving side has are left alone.
+
+Completeness: files named in `last` (a stage's manifest or final checkpoint: the mark that its folder is
+complete) are copied after every other file, so a reader on either side never finds the mark before the
+files it vouches for. Each file lands whole: an S3 upload becomes visible only when complete; on other
+filesystems, and locally, a file is written under a hidden temporary name and renamed. A killed push or
+pull therefore leaves whole files and no mark, and running it again copies what is still missing.
+Hidden files (temporary files, locks) are never copied.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from mmcore.data.storage import Storage
+from mmcore.io import atomic_path
+
+MTIME_SLACK_S = 2.0  # clock and timestamp-resolution differences between this machine and the store
+CHUNK = 8 << 20
+
+
+@dataclass
+class SyncReport:
+    copied: list[str] = field(default_factory=list)  # relative paths, in the order they were copied
+    up_to_date: int = 0
+    bytes: int = 0
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _ordered(names: Sequence[str], last: Sequence[str]) -> list[str]:
+    marks = [n for n in last if n in names]
+    return sorted(n for n in names if n not in marks) + marks
+
+
+def _remote_files(remote: Storage) -> dict[str, pafs.FileInfo]:
+    base = remote.path("")
+    infos = remote.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    out = {}
+    for info in infos:
+        rel = info.path[len(base):].lstrip("/")
+        if info.type == pafs.FileType.File and not _hidden(rel):
+            out[rel] = info
+    return out
+
+
+def _local_files(local: Path) -> dict[str, os.stat_result]:
+    if not local.is_dir():
+        return {}
+    out = {}
+    for path in local.rglob("*"):
+        rel = path.relative_to(local).as_posix()
+        if path.is_file() and not _hidden(rel):
+            out[rel] = path.stat()
+    return out
+
+
+def _copy(src: pafs.FileSystem, src_path: str, dst: pafs.FileSystem, dst_path: str) -> None:
+    with src.open_input_stream(src_path) as fin, dst.open_output_stream(dst_path) as fout:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+
+
+def _upload(path: Path, remote: Storage, rel: str) -> None:
+    fs, dest = remote.fs, remote.path(rel)
+    local = pafs.LocalFileSystem()
+    if fs.type_name == "s3":  # an object appears only once its upload completes
+        _copy(local, str(path), fs, dest)
+        return
+    parent, name = posixpath.split(dest)
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        _copy(local, str(path), fs, tmp)
+        fs.move(tmp, dest)
+    finally:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+
+
+def push(local: str | Path, remote: Storage, last: Sequence[str] = ()) -> SyncReport:
+    """Upload the files of `local` that `remote` lacks or holds older copies of; `last` go last.
+
+    When other files of a folder the store holds complete are about to change, its marks are deleted
+    first and uploaded again at the end: a reader meanwhile sees an incomplete folder, never a mark
+    beside files it does not describe.
+    """
+    local, report = Path(local), SyncReport()
+    mine, theirs = _local_files(local), _remote_files(remote)
+
+    def current(rel: str) -> bool:
+        st, info = mine[rel], theirs.get(rel)
+        return info is not None and info.size == st.st_size and st.st_mtime <= info.mtime.timestamp() + MTIME_SLACK_S
+
+    order = _ordered(list(mine), last)
+    marks = [rel for rel in order if rel in last]
+    if any(not current(rel) for rel in order if rel not in last):
+        for rel in marks:
+            if rel in theirs:
+                remote.fs.delete_file(remote.path(rel))
+                del theirs[rel]
+    for rel in order:
+        if current(rel):
+            report.up_to_date += 1
+            continue
+        _upload(local / rel, remote, rel)
+        report.copied.append(rel)
+        report.bytes += mine[rel].st_size
+    return report
+
+
+def pull(remote: Storage, local: str | Path, last: Sequence[str] = (),
+         only: Sequence[str] | None = None) -> SyncReport:
+    """Download the files of `remote` that `local` lacks or holds older copies of; `last` go last.
+    `only` limits the pull to those relative paths."""
+    local, report = Path(local), SyncReport()
+    mine, theirs = _local_files(local), _remote_files(remote)
+    if only is not None:
+        theirs = {rel: info for rel, info in theirs.items() if rel in only}
+    for rel in _ordered(list(theirs), last):
+        info, st = theirs[rel], mine.get(rel)
+        remote_mtime = info.mtime.timestamp()
+        if st is not None and st.st_size == info.size and remote_mtime <= st.st_mtime + MTIME_SLACK_S:
+            report.up_to_date += 1
+            continue
+        dest = local / rel
+        with atomic_path(dest) as tmp:
+            _copy(remote.fs, remote.path(rel), pafs.LocalFileSystem(), str(tmp))
+            os.utime(tmp, (remote_mtime, remote_mtime))
+        report.copied.append(rel)
+        report.bytes += info.size
+    return report
