@@ -226,15 +226,20 @@ def demo(
     """Generate the demo data if missing, run the pipeline, print metrics and where to look."""
     api = PrefectApi.start()
     from flows.pipeline import pipeline_flow
+    from mmcore.data import mirror
     from mmcore.data.records import ANNOTATIONS
+    from mmcore.data.storage import Storage
     from mmcore.data.synth import generate_shapes
 
     cfg = load_config(preset, _overrides(sets))
-    raw = Catalog.from_config(cfg).raw
-    if not (raw / ANNOTATIONS).exists():
-        console.print(f"generating {images} synthetic images in {raw} ...")
+    cat = Catalog.from_config(cfg)
+    raw = cat.raw
+    if not Storage(cat.raw_uri).is_file(ANNOTATIONS):
+        console.print(f"generating {images} synthetic images in {cat.raw_uri} ...")
         generate_shapes(raw, images, seed=0, image_size=cfg.ingest.image_size,
                         test_images=_test_images(images, test_images))
+        if cat.remote_root:  # data_root is a bucket: the pipeline reads the raw dataset there
+            mirror.push(raw, Storage(cat.raw_uri))
     with api:
         result = pipeline_flow(preset=preset, overrides=_overrides(sets))
     _print_metrics(result["metrics"])
