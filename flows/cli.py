@@ -150,11 +150,17 @@ def data_rejects(
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
 ) -> None:
     """Show what the last ingest of a dataset rejected, and why (same options as `mm ingest`)."""
-    from mmcore.data.dataset import read_manifest
+    from mmcore.data import mirror
+    from mmcore.data.dataset import MANIFEST, read_manifest
     from mmcore.data.shards import read_tables
+    from mmcore.data.storage import Storage
 
     cfg = load_config(preset, _source_overrides(sets, source, fmt), dataset=dataset)
-    processed = Catalog.from_config(cfg).processed
+    cat = Catalog.from_config(cfg)
+    processed = cat.processed
+    if (remote := cat.remote_of(processed)) is not None:  # data_root is a bucket: the manifest and reject shards
+        mirror.pull(Storage(remote), processed, only=[MANIFEST])
+        mirror.pull(Storage(remote), processed, only=[s["rejects"] for s in read_manifest(processed)["shards"]])
     m = read_manifest(processed)
     rows = read_tables([processed / s["rejects"] for s in m["shards"]]).to_pylist()
     rows = [r for r in rows if reason is None or r["reason"] == reason]

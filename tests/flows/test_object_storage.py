@@ -5,6 +5,7 @@ gets the same results."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,17 @@ def test_a_missing_raw_dataset_in_the_bucket_is_a_clear_error(bucket, tmp_path: 
     with pytest.raises(FileNotFoundError, match=f"{ROOT}/raw/nothing-here does not exist"):
         ingest_flow(preset="smoke", overrides={k: v for k, v in sets.items() if k != "dataset"},
                     dataset="nothing-here")
+
+
+def test_rejects_are_shown_from_the_bucket(first, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    res = CliRunner().invoke(app, ["data", "rejects", "--preset", "smoke", "--set", f"data_root={ROOT}",
+                                   "--set", f"data_cache={tmp_path}"])
+    assert res.exit_code == 0, res.output
+    manifest = first[1].processed / "manifest.json"
+    assert f"of {json.loads(manifest.read_text())['records_in']} records rejected" in res.output
+    assert (Catalog.from_config(load_config("smoke", {"data_root": ROOT, "data_cache": str(tmp_path)}))
+            .processed / "manifest.json").is_file()
