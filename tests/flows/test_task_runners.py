@@ -1,12 +1,13 @@
 """Task runners: the ingest and extract flows write the same shards on a Dask LocalCluster (2 worker
-processes) as on the default thread pool, and a runner whose extra is missing says which one to install."""
+processes) and on a local Ray instance as on the default thread pool;
+a runner whose extra is missing says which one to install."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,20 @@ def test_dask_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
     assert not list(threads.processed.parent.glob(".*.staging")) and not list(dask.processed.parent.glob(".*.staging"))
 
 
+def test_ray_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
+    """The same comparison on a local Ray instance (2 CPUs): ingest and extract tasks run as Ray tasks."""
+    threads, encoder, threads_run = _run_ingest_and_extract(tmp_path / "threads", raw, "threads", None)
+    ray, _, ray_run = _run_ingest_and_extract(tmp_path / "ray", raw, "ray", encoder)
+    samples = _parquet_files(threads.processed)
+    assert len([n for n in samples if n.startswith("samples-")]) == 5 and samples == _parquet_files(ray.processed)
+    manifest = json.loads((ray.processed / "manifest.json").read_text())
+    assert manifest["rejects_by_reason"] == {"duplicate": 1} and manifest["accepted"] == 90
+    assert json.loads((ray.features / "manifest.json").read_text())["rows"] == 90
+    assert ray_run.data.tags["task_runner"] == "ray"
+    here = {f"{w.split(':')[0]}:{os.getpid()}" for w in threads_run.data.tags["shard_writer_hosts"].split(",")}
+    assert not set(ray_run.data.tags["shard_writer_hosts"].split(",")) & here  # written by Ray's workers
+
+
 def test_task_runner_builds_each_kind():
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -130,21 +145,27 @@ def test_task_runner_builds_each_kind():
 
     runner = task_runner(load_config("smoke", {"orchestration.max_workers": 3}))
     assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
-    if importlib.util.find_spec("prefect_dask"):
-        from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner
+    from prefect_ray import RayTaskRunner
 
-        dask = task_runner(load_config("smoke", {"orchestration.task_runner": "dask"}))
-        assert isinstance(dask, DaskTaskRunner)
-        remote = task_runner(load_config("smoke", {"orchestration.task_runner": "dask",
-                                                   "orchestration.dask_address": "tcp://127.0.0.1:8786"}))
-        assert remote.address == "tcp://127.0.0.1:8786"
+    dask = task_runner(load_config("smoke", {"orchestration.task_runner": "dask"}))
+    assert isinstance(dask, DaskTaskRunner)
+    remote = task_runner(load_config("smoke", {"orchestration.task_runner": "dask",
+                                               "orchestration.dask_address": "tcp://127.0.0.1:8786"}))
+    assert remote.address == "tcp://127.0.0.1:8786"
+    ray = task_runner(load_config("smoke", {"orchestration.task_runner": "ray", "orchestration.n_workers": 3}))
+    assert isinstance(ray, RayTaskRunner) and ray.init_kwargs["num_cpus"] == 3
+    remote = task_runner(load_config("smoke", {"orchestration.task_runner": "ray",
+                                               "orchestration.ray_address": "ray://10.0.0.5:10001"}))
+    assert remote.address == "ray://10.0.0.5:10001"
     with pytest.raises(ValueError, match="threads.*dask.*ray"):
         load_config("smoke", {"orchestration.task_runner": "spark"})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("prefect_ray") is not None, reason="prefect-ray is installed")
-def test_ray_without_its_extra_names_the_extra():
+@pytest.mark.parametrize("kind", ["dask", "ray"])
+def test_a_runner_without_its_extra_names_the_extra(kind: str, monkeypatch: pytest.MonkeyPatch):
     from flows.common import task_runner
 
-    with pytest.raises(ImportError, match=r"prefect-ray: pip install -e '\.\[ray\]'"):
-        task_runner(load_config("smoke", {"orchestration.task_runner": "ray"}))
+    monkeypatch.setitem(sys.modules, f"prefect_{kind}", None)  # as if the extra were not installed
+    with pytest.raises(ImportError, match=rf"prefect-{kind}: pip install -e '\.\[{kind}\]'"):
+        task_runner(load_config("smoke", {"orchestration.task_runner": kind}))
