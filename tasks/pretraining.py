@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
 from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE
-from mmcore.training.launch import resume_key
+from mmcore.training.launch import EVENT, resume_key
 from mmcore.training.loop import select_device
 from mmcore.training.vqa_pretrain import pretrain_encoder as pretrain_encoder_on
 from tasks import tracking
@@ -44,7 +44,7 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
     # Same data and config: a checkpoint left by a killed (or finished) run is continued, not redone.
     key = resume_key(digest, cfg.digest("ingest", "encoder", "pretrain"))
     if cfg.pretrain.processes > 1:  # the ranks load the samples themselves
-        objective, history, resumed = _torchrun(cfg, out_dir, run_id)
+        objective, history, resumed = _torchrun(cfg, out_dir, run_id, splits.get("train", 0))
     else:
         tokenizer = load_tokenizer(processed_dir)
         train, val = load_samples(processed_dir, ("train",)), load_samples(processed_dir, ("val",))
@@ -64,30 +64,39 @@ def pretrain_encoder(processed_dir: str, cfg: PipelineConfig, out_dir: str, run_
     return str(encoder)
 
 
-def _torchrun(cfg: PipelineConfig, out_dir: str, run_id: str) -> tuple[str, list[dict[str, float]], int]:
+def _torchrun(cfg: PipelineConfig, out_dir: str, run_id: str,
+              train_samples: int) -> tuple[str, list[dict[str, float]], int]:
     """Runs the stage as `pretrain.processes` DDP processes (mmcore.training.launch) and waits for them.
 
-    Their output goes to this task's log line by line; each epoch's numbers reach MLflow afterwards,
-    from the checkpoint's history. Returns the objective, the history and the epoch resumed from.
+    Rank 0 reports each epoch (and every `pretrain.log_every_steps`-th batch) as a JSON line, which goes
+    to MLflow and to this task's log as it arrives; other output goes to the log line by line. Returns
+    the objective, the history and the epoch resumed from.
     """
     logger = get_run_logger()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     config = Path(out_dir) / "launch-config.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.pretrain.processes}",
-           "-m", "mmcore.training.launch", "--preset", str(config)]
+           "-m", "mmcore.training.launch", "--preset", str(config), "--events"]
     logger.info("starting %d data-parallel processes: %s", cfg.pretrain.processes, " ".join(cmd))
+    on_epoch = tracking.epoch_logger(run_id, epochs=cfg.pretrain.epochs, items_per_epoch=train_samples)
+    on_step = tracking.step_logger(run_id)
     summary: dict = {}
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             line = line.rstrip()
-            if line.startswith("{"):
-                summary = json.loads(line)
+            if line.startswith(EVENT):
+                event = json.loads(line[len(EVENT):])
+                if event["kind"] == "epoch":
+                    on_epoch(event["epoch"], event["metrics"])
+                elif event["kind"] == "step":
+                    on_step(event["step"], event["metrics"])
+                else:
+                    summary = event
             elif line:
                 logger.info("%s", line)
+    on_step.flush()
     if proc.returncode:
         raise RuntimeError(f"data-parallel pretraining failed (exit {proc.returncode}); its output is in the log above")
     history = torch.load(Path(out_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["history"]
-    for epoch, metrics in enumerate(history):
-        tracking.log_metrics(run_id, metrics, step=epoch)
     return summary["objective"], list(history), int(summary["resumed_from"])

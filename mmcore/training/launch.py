@@ -25,6 +25,12 @@ from mmcore.training import distributed
 from mmcore.training.loop import select_device
 from mmcore.training.vqa_pretrain import pretrain_encoder
 
+EVENT = "mm-event "  # prefix of the machine-readable lines (--events) that the pretrain task reads
+
+
+def _emit(kind: str, **data: object) -> None:
+    print(EVENT + json.dumps({"kind": kind, **data}), flush=True)
+
 
 def resume_key(dataset_digest: str, config_digest: str) -> str:
     """The key a pretraining checkpoint is continued under: same data and same settings."""
@@ -36,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="demo", help="preset name or YAML path")
     parser.add_argument("--dataset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--events", action="store_true",
+                        help="report epochs, steps and the summary as JSON lines (prefix 'mm-event ') for a caller")
     args = parser.parse_args(argv)
     cfg = load_config(args.preset, dict(item.split("=", 1) for item in args.set), dataset=args.dataset)
     world = distributed.init_from_env()
@@ -49,15 +57,26 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
 
         def log(epoch: int, metrics: dict[str, float]) -> None:  # rank 0 only: the loop calls it there
+            if args.events:
+                _emit("epoch", epoch=epoch, metrics=metrics)
+                return
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "lr")
             print(f"epoch {epoch + 1}: {shown} ({time.monotonic() - started:.0f} s)", flush=True)
 
+        def step(index: int, metrics: dict[str, float]) -> None:  # rank 0, every pretrain.log_every_steps
+            _emit("step", step=index, metrics=metrics)
+
         tokenizer = load_tokenizer(cat.processed)
         objective, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size,
-                                                cat.pretrain, device, log, key, tokenizer)
+                                                cat.pretrain, device, log, key, tokenizer,
+                                                step if args.events else None)
         if distributed.is_main():
-            print(json.dumps({"objective": objective, "world": world, "epochs": len(result.history),
-                              "resumed_from": result.resumed_from}), flush=True)
+            summary = {"objective": objective, "world": world, "epochs": len(result.history),
+                       "resumed_from": result.resumed_from}
+            if args.events:
+                _emit("summary", **summary)
+            else:
+                print(json.dumps(summary), flush=True)
     finally:
         distributed.shutdown()
 

@@ -30,9 +30,11 @@ def test_pipeline_on_questions_only(harness, qa_root):
 
     from flows.pipeline import pipeline_flow
 
-    # Pretraining runs as two data-parallel processes (torchrun, gloo) started by the task.
+    # Pretraining runs as two data-parallel processes (torchrun, gloo) started by the task; rank 0 reports
+    # its epochs and every batch's loss to the task, which logs them to MLflow as they arrive.
     result = pipeline_flow(preset="smoke", dataset="qa-only",
-                           overrides={"data_root": str(qa_root), "pretrain.processes": 2})
+                           overrides={"data_root": str(qa_root), "pretrain.processes": 2,
+                                      "pretrain.log_every_steps": 1})
     metrics = result["metrics"]
     for name in ("vqa_acc", "vqa_acc_baseline", "vqa_acc_question_only", "vqa_acc_image_only"):
         assert 0.0 <= metrics[name] <= 1.0
@@ -44,5 +46,9 @@ def test_pipeline_on_questions_only(harness, qa_root):
     assert runs["pretrain"].data.tags["pretrain_objective"] == "vqa"
     assert runs["pretrain"].data.tags["pretrain_processes"] == "2"
     assert "val_vqa_acc" in runs["pretrain"].data.metrics
+    pretrain = runs["pretrain"].info.run_id
+    assert [m.step for m in client.get_metric_history(pretrain, "val_vqa_acc")] == [0, 1]  # the smoke preset's 2
+    steps = [m.step for m in client.get_metric_history(pretrain, "step_loss")]
+    assert len(steps) >= 2 and steps == sorted(set(steps))  # one value per batch, in order
     assert "no captions" in runs["train"].data.tags["skipped_caption"]
     assert {"vqa_question_only_train_loss", "vqa_image_only_train_loss"} <= set(runs["train"].data.metrics)
