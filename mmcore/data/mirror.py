@@ -28,7 +28,6 @@ from mmcore.data.storage import Storage
 from mmcore.io import atomic_path
 
 MTIME_SLACK_S = 2.0  # clock and timestamp-resolution differences between this machine and the store
-CHUNK = 8 << 20
 
 
 @dataclass
@@ -69,10 +68,13 @@ def _local_files(local: Path) -> dict[str, os.stat_result]:
     return out
 
 
+def _current(src_size: int, src_mtime: float, dst_size: int, dst_mtime: float) -> bool:
+    """Whether the destination already holds this copy: same size and not older than the source."""
+    return dst_size == src_size and src_mtime <= dst_mtime + MTIME_SLACK_S
+
+
 def _copy(src: pafs.FileSystem, src_path: str, dst: pafs.FileSystem, dst_path: str) -> None:
-    with src.open_input_stream(src_path) as fin, dst.open_output_stream(dst_path) as fout:
-        while chunk := fin.read(CHUNK):
-            fout.write(chunk)
+    pafs.copy_files(src_path, dst_path, source_filesystem=src, destination_filesystem=dst)
 
 
 def _upload(path: Path, remote: Storage, rel: str) -> None:
@@ -87,9 +89,10 @@ def _upload(path: Path, remote: Storage, rel: str) -> None:
     try:
         _copy(local, str(path), fs, tmp)
         fs.move(tmp, dest)
-    finally:
+    except BaseException:
         if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
             fs.delete_file(tmp)
+        raise
 
 
 def push(local: str | Path, remote: Storage, last: Sequence[str] = ()) -> SyncReport:
@@ -104,7 +107,7 @@ def push(local: str | Path, remote: Storage, last: Sequence[str] = ()) -> SyncRe
 
     def current(rel: str) -> bool:
         st, info = mine[rel], theirs.get(rel)
-        return info is not None and info.size == st.st_size and st.st_mtime <= info.mtime.timestamp() + MTIME_SLACK_S
+        return info is not None and _current(st.st_size, st.st_mtime, info.size, info.mtime.timestamp())
 
     order = _ordered(list(mine), last)
     marks = [rel for rel in order if rel in last]
@@ -134,7 +137,7 @@ def pull(remote: Storage, local: str | Path, last: Sequence[str] = (),
     for rel in _ordered(list(theirs), last):
         info, st = theirs[rel], mine.get(rel)
         remote_mtime = info.mtime.timestamp()
-        if st is not None and st.st_size == info.size and remote_mtime <= st.st_mtime + MTIME_SLACK_S:
+        if st is not None and _current(info.size, remote_mtime, st.st_size, st.st_mtime):
             report.up_to_date += 1
             continue
         dest = local / rel

@@ -74,10 +74,8 @@ def test_a_stage_on_an_empty_working_copy_pulls_its_inputs_from_the_bucket(first
 def test_a_missing_raw_dataset_in_the_bucket_is_a_clear_error(bucket, tmp_path: Path):
     from flows.ingest import ingest_flow
 
-    sets = {**SETS, "dataset": "nothing-here", "data_cache": str(tmp_path)}
     with pytest.raises(FileNotFoundError, match=f"{ROOT}/raw/nothing-here does not exist"):
-        ingest_flow(preset="smoke", overrides={k: v for k, v in sets.items() if k != "dataset"},
-                    dataset="nothing-here")
+        ingest_flow(preset="smoke", overrides={**SETS, "data_cache": str(tmp_path)}, dataset="nothing-here")
 
 
 def test_rejects_are_shown_from_the_bucket(first, tmp_path: Path):
