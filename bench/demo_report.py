@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 import flows  # noqa: E402,F401  (embedded defaults: the project's MLflow store)
-from tasks.evaluation import metric_rows  # noqa: E402
+from mmcore.report import metric_rows  # noqa: E402
 
 
 def main() -> None:

@@ -1,33 +1,20 @@
-"""What every stage flow shares: resolving its config and locations from typed parameters, and the task
-runner that spreads its per-shard tasks (threads, or a Dask or Ray cluster: `orchestration.task_runner`)."""
+"""What every flow shares: the config a flow runs with when given none (the demo preset), and the task runner
+that spreads the per-shard tasks of ingest and extract (threads, or a Dask or Ray cluster:
+`orchestration.task_runner`)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.env import mm_home
-from mmcore.catalog import Catalog
 from mmcore.config import OrchestrationConfig, PipelineConfig, load_config
 
 F = TypeVar("F")
 FANNED_OUT = ("ingest", "extract")  # stage flows that map a task over shards; the others run one task inline
 EXTRAS = {"dask": ("prefect_dask", "prefect-dask"), "ray": ("prefect_ray", "prefect-ray")}
-
-
-def resolve(preset: str, dataset: str | None, overrides: dict[str, Any] | None) -> tuple[PipelineConfig, Catalog]:
-    cfg = load_config(preset, overrides, dataset=dataset)
-    return cfg, Catalog.from_config(cfg)
-
-
-def require(path: Path, stage: str) -> str:
-    """An upstream output that must exist, with a message that names the stage producing it."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the {stage} stage first (or the pipeline flow)")
-    return str(path)
 
 
 def _extra(kind: str) -> Any:
@@ -71,6 +58,4 @@ def with_task_runner(flow: F, cfg: PipelineConfig) -> F:
     return flow.with_options(task_runner=task_runner(cfg))  # type: ignore[attr-defined]
 
 
-def stage_flow(flow: F, preset: str, dataset: str | None, overrides: dict[str, Any] | None) -> F:
-    """`flow` with the task runner that the resolved config of this call names."""
-    return with_task_runner(flow, load_config(preset, overrides, dataset=dataset))
+DEFAULT = load_config("demo")  # what a flow runs with when given no config (frozen, so safe to share)

@@ -1,38 +1,34 @@
-"""Pretrain flow: contrastive training of the image and text encoders.
+"""Pretrain flow: the image and text encoders aligned in one embedding space.
 
 Run: `mm pretrain --preset demo` or `python -m flows.pretrain`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
-from flows.common import require, resolve
-from mmcore.data.dataset import MANIFEST
+from flows.common import DEFAULT
+from mmcore.catalog import Catalog
+from mmcore.config import PipelineConfig
+from mmcore.stages.pretrain import PretrainResult
 from tasks import storage, tracking
-from tasks.caching import cached_tags, run_stage_task, timeout_seconds
-from tasks.pretraining import pretrain_encoder
+from tasks.caching import cached_tags, run_cached, timeout_seconds
+from tasks.pretrain import pretrain
 
 
 @flow(name="pretrain")
-def pretrain_flow(preset: str = "demo", dataset: str | None = None, overrides: dict[str, Any] | None = None,
-                  parent_run_id: str | None = None, refresh: bool = False) -> str:
-    """Align the encoders in one embedding space; returns the encoder checkpoint path.
-
-    The result is cached on the dataset, config and code digests; `refresh` retrains from scratch.
-    """
-    cfg, cat = resolve(preset, dataset, overrides)
+def pretrain_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None,
+                  refresh: bool = False) -> PretrainResult:
+    """Train the encoders; cached on the dataset, config and code digests (`refresh` retrains from scratch)."""
+    cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, cat.pretrain)  # a checkpoint in the store is resumed
-    require(cat.processed / MANIFEST, "ingest")
+    cat.require("ingest")
     with tracking.stage_run(cfg, "pretrain", parent_run_id) as run_id:
-        path, cached = run_stage_task(pretrain_encoder, str(cat.processed), cfg, str(cat.pretrain), run_id,
-                                      fresh=refresh, refresh=refresh, files=lambda path: [path],
-                                      timeout=timeout_seconds(cfg))
+        result, cached = run_cached(pretrain, cfg, cat, run_id, fresh=refresh, refresh=refresh,
+                                    timeout=timeout_seconds(cfg))
         tracking.log_tags(run_id, cached_tags(cached))
         storage.push(cat, cat.pretrain)
-        return path
+    return result
 
 
 if __name__ == "__main__":

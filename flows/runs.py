@@ -52,8 +52,8 @@ def alias_markers(client: MlflowClient, model_name: str) -> dict[str, list[str]]
 
 
 def default_metrics(runs: list[Run]) -> list[str]:
-    """The headline test metrics the runs have (tasks/evaluation.py order), else all their metrics."""
-    from tasks.evaluation import HEADLINE
+    """The headline test metrics the runs have (mmcore/report.py order), else all their metrics."""
+    from mmcore.report import HEADLINE
 
     present = set().union(*(r.data.metrics for r in runs)) if runs else set()
     return [m for m in HEADLINE if m in present] or sorted(present)

@@ -1,15 +1,16 @@
-"""The one place that says where each stage's data lives.
+"""The one place that says where each stage's data lives and what every file is called.
 
 data_root/
   raw/<dataset>/                      the source dataset, in any format mmcore/data/sources reads
                                       (or ingest.source: a folder, file or s3:// URI elsewhere)
-  processed/<dataset>/<ingest key>/   sample shards, token shards, rejects, tokenizer, manifest
-  models/<dataset>/<pretrain key>/    contrastive encoder checkpoints
-  features/<dataset>/<pretrain key>/  frozen feature shards + manifest
-  models/<dataset>/<heads key>/       task-head checkpoints
+  processed/<dataset>/<ingest key>/   samples-NNNNN, tokens-NNNNN, rejects-NNNNN shards, tokenizer, manifest
+  models/<dataset>/pretrain-<key>/    the encoder (encoder.pt) and its resume checkpoint
+  features/<dataset>/<pretrain key>/  features-NNNNN shards (row-aligned with samples-NNNNN) + manifest
+  models/<dataset>/heads-<key>/       the task heads (heads.pt)
 
-Keys are digests of the config sections a stage depends on, so a changed setting never reads a
-stale output and two configs never overwrite each other's files.
+Keys are digests of the config sections a stage depends on (`SECTIONS`), so a changed setting never
+reads a stale output and two configs never overwrite each other's files. Each folder has one file that
+marks it complete, written last (`COMPLETION_MARKS`).
 
 `data_root` may be an object-store URI (`s3://bucket/prefix`). Stages then work on a local working copy
 of the same layout (`data_cache`; `root` below), pull the folders they read from the store first and
@@ -19,13 +20,47 @@ through the store. The raw dataset is read from the store directly.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from mmcore.config import PipelineConfig
 from mmcore.data.storage import is_uri
+from mmcore.io import file_sha256, read_json
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+ENCODER = "encoder.pt"
+HEADS = "heads.pt"
+COMPLETION_MARKS = (MANIFEST, ENCODER, HEADS)  # what each folder writes last: copied last, checked first
+
+# The config sections each stage's output depends on: they key its folder and its cache entry.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest",),
+    "pretrain": ("ingest", "encoder", "pretrain"),
+    "extract": ("ingest", "encoder", "pretrain"),
+    "train": ("ingest", "encoder", "pretrain", "heads"),
+    "evaluate": ("ingest", "encoder", "pretrain", "heads", "evaluate"),
+}
+SHARD_KINDS = ("samples", "tokens", "rejects", "features")
+_SHARD = re.compile(r"^(samples|tokens|rejects|features)-(\d{5,})\.parquet$")
+
+
+def shard_name(kind: str, index: int) -> str:
+    """`samples-00012.parquet` and its siblings: shards of one index hold the same records, row for row."""
+    if kind not in SHARD_KINDS:
+        raise ValueError(f"unknown shard kind {kind!r}; valid: {', '.join(SHARD_KINDS)}")
+    return f"{kind}-{index:05d}.parquet"
+
+
+def parse_shard_name(name: str) -> tuple[str, int] | None:
+    """(kind, index) of a shard file name, None for any other file."""
+    match = _SHARD.match(name)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def default_cache(uri: str) -> Path:
@@ -33,6 +68,167 @@ def default_cache(uri: str) -> Path:
     parsed = urlparse(uri)
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "mmcore" / parsed.scheme / parsed.netloc / parsed.path.strip("/")
+
+
+class _Folder:
+    """A stage's output folder: `path`, usable wherever a path is (os.fspath, str)."""
+
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class ProcessedDir(_Folder):
+    """An ingested dataset: sample, token and reject shards (one of each per index), tokenizer, manifest."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / TOKENIZER
+
+    def samples(self, index: int) -> Path:
+        return self.path / shard_name("samples", index)
+
+    def tokens(self, index: int) -> Path:
+        return self.path / shard_name("tokens", index)
+
+    def rejects(self, index: int) -> Path:
+        return self.path / shard_name("rejects", index)
+
+    def shard_files(self, kind: str) -> dict[int, Path]:
+        """index -> path of every `kind` shard on disk."""
+        found = {}
+        for path in self.path.glob(f"{kind}-*.parquet"):
+            parsed = parse_shard_name(path.name)
+            if parsed is not None and parsed[0] == kind:
+                found[parsed[1]] = path
+        return dict(sorted(found.items()))
+
+    def listed(self, kind: str) -> list[Path]:
+        """The `kind` shards (samples, tokens or rejects) of the complete dataset, as its manifest lists them."""
+        return [self.path / shard[kind] for shard in read_json(self.manifest)["shards"]]
+
+    def entries(self) -> dict[int, dict[str, Any]]:
+        """Shard index -> its manifest entry (file names, digests, counts), for the complete dataset."""
+        out = {}
+        for entry in read_json(self.manifest)["shards"]:
+            parsed = parse_shard_name(entry["samples"])
+            if parsed is None:
+                raise ValueError(f"{self.manifest} lists {entry['samples']!r}, which is not a sample shard name")
+            out[parsed[1]] = entry
+        return out
+
+    @property
+    def staging(self) -> Path:
+        """Scratch space of running ingests, beside the folder (not in it: the folder holds only data)."""
+        return self.path.parent / f".{self.path.name}.staging"
+
+    def digest(self) -> str:
+        """Content digest of the dataset (its shards and tokenizer), from the manifest."""
+        return read_json(self.manifest)["digest"]
+
+
+@dataclass(frozen=True)
+class PretrainDir(_Folder):
+    """The pretrained encoders: encoder.pt (the result) and the checkpoint a killed run resumes from."""
+
+    path: Path
+
+    @property
+    def encoder(self) -> Path:
+        return self.path / ENCODER
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def launch_spec(self) -> Path:
+        """The config and catalog a data-parallel (torchrun) run reads, written once by its launcher."""
+        return self.path / "launch.json"
+
+    def digest(self) -> str:
+        return file_sha256(self.encoder)
+
+
+@dataclass(frozen=True)
+class FeaturesDir(_Folder):
+    """Frozen features: one shard per sample shard of the same index, and the manifest."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    def shard(self, index: int) -> Path:
+        return self.path / shard_name("features", index)
+
+    def listed(self) -> list[Path]:
+        """The feature shards of the complete folder, as its manifest lists them."""
+        return [self.path / shard["path"] for shard in read_json(self.manifest)["shards"]]
+
+    def digest(self) -> str:
+        return read_json(self.manifest)["digest"]
+
+
+@dataclass(frozen=True)
+class HeadsDir(_Folder):
+    """The trained task heads."""
+
+    path: Path
+
+    @property
+    def heads(self) -> Path:
+        return self.path / HEADS
+
+    def digest(self) -> str:
+        return file_sha256(self.heads)
+
+
+@dataclass(frozen=True)
+class BundleDir(_Folder):
+    """A registered model's files: everything inference needs, and nothing from the data root."""
+
+    path: Path
+
+    @property
+    def encoder(self) -> Path:
+        return self.path / ENCODER
+
+    @property
+    def heads(self) -> Path:
+        return self.path / HEADS
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / TOKENIZER
+
+    @property
+    def index(self) -> Path:
+        return self.path / "index.parquet"  # the images text search ranks
+
+    @property
+    def meta(self) -> Path:
+        return self.path / "bundle.json"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.encoder, self.heads, self.tokenizer, self.index, self.meta
+
+
+_PRODUCED_BY = {"ingest": "processed", "pretrain": "pretrain", "extract": "features", "train": "heads"}
+_MARK_OF = {"processed": "manifest", "pretrain": "encoder", "features": "manifest", "heads": "heads"}
 
 
 @dataclass(frozen=True)
@@ -52,22 +248,35 @@ class Catalog:
         return cls(
             root=root,
             dataset=cfg.dataset,
-            ingest_key=cfg.digest("ingest"),
-            pretrain_key=cfg.digest("ingest", "encoder", "pretrain"),
-            heads_key=cfg.digest("ingest", "encoder", "pretrain", "heads"),
+            ingest_key=cfg.digest(*SECTIONS["ingest"]),
+            pretrain_key=cfg.digest(*SECTIONS["pretrain"]),
+            heads_key=cfg.digest(*SECTIONS["train"]),
             source_uri=cfg.ingest.source,
             remote_root=remote,
         )
 
-    def remote_of(self, path: Path) -> str | None:
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "root": str(self.root)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Catalog:
+        data: dict[str, Any] = json.loads(text)
+        return cls(**{**data, "root": Path(data["root"])})
+
+    def remote_of(self, folder: str | os.PathLike[str]) -> str | None:
         """The object-store URI of a folder of the working copy; None when data_root is local."""
         if self.remote_root is None:
             return None
-        return f"{self.remote_root}/{Path(path).relative_to(self.root).as_posix()}"
+        return f"{self.remote_root}/{Path(folder).relative_to(self.root).as_posix()}"
+
+    @staticmethod
+    def raw_root(data_root: str | Path, dataset: str) -> Path:
+        """Where a dataset's raw files go under a local data root (`mm data synth`, `mm data fetch`)."""
+        return Path(data_root) / "raw" / dataset
 
     @property
     def raw(self) -> Path:
-        return self.root / "raw" / self.dataset
+        return self.raw_root(self.root, self.dataset)
 
     @property
     def raw_uri(self) -> str:
@@ -79,17 +288,28 @@ class Catalog:
         return self.source_uri or self.raw_uri
 
     @property
-    def processed(self) -> Path:
-        return self.root / "processed" / self.dataset / self.ingest_key
+    def processed(self) -> ProcessedDir:
+        return ProcessedDir(self.root / "processed" / self.dataset / self.ingest_key)
 
     @property
-    def pretrain(self) -> Path:
-        return self.root / "models" / self.dataset / f"pretrain-{self.pretrain_key}"
+    def pretrain(self) -> PretrainDir:
+        return PretrainDir(self.root / "models" / self.dataset / f"pretrain-{self.pretrain_key}")
 
     @property
-    def features(self) -> Path:
-        return self.root / "features" / self.dataset / self.pretrain_key
+    def features(self) -> FeaturesDir:
+        return FeaturesDir(self.root / "features" / self.dataset / self.pretrain_key)
 
     @property
-    def heads(self) -> Path:
-        return self.root / "models" / self.dataset / f"heads-{self.heads_key}"
+    def heads(self) -> HeadsDir:
+        return HeadsDir(self.root / "models" / self.dataset / f"heads-{self.heads_key}")
+
+    def require(self, stage: str) -> Path:
+        """The completion mark of `stage`'s output (ingest, pretrain, extract or train); a missing one is an
+        error that names the stage to run."""
+        if stage not in _PRODUCED_BY:
+            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(_PRODUCED_BY)}")
+        folder = getattr(self, _PRODUCED_BY[stage])
+        mark = getattr(folder, _MARK_OF[_PRODUCED_BY[stage]])
+        if not mark.exists():
+            raise FileNotFoundError(f"{mark} does not exist: run the {stage} stage first (or the pipeline)")
+        return mark

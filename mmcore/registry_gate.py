@@ -1,6 +1,6 @@
 """The champion gate: does a newly trained model (the challenger) replace the current champion?
 
-Pure functions, no MLflow: `tasks/registry.py` reads the champion's metrics and test-split digest from the
+Pure functions, no MLflow: the register task reads the champion's metrics and test-split digest from the
 model registry, calls `decide`, and sets the alias it returns.
 
 Rules, in order:
@@ -14,17 +14,11 @@ Rules, in order:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mmcore.config import RegistryConfig
-from mmcore.data.dataset import read_manifest
 
 # Auto primary metric: the first of these the challenger has. Retrieval leads because every captioned
 # dataset has it; VQA-only data (easy-VQA) has no captions, so no retrieval or caption metrics.
@@ -94,22 +88,6 @@ def decide(challenger: Scored, champion: Scored | None, cfg: RegistryConfig) -> 
     if gain > _EPS:
         return result(False, f"{compared}: better by only {gain:.4f}, within the margin", old)
     return result(False, f"{compared}: not better", old)
-
-
-def split_digest(processed_dir: str | Path, split: str = "test") -> str:
-    """Content digest of one split: its sample ids, the images the model sees, captions and QA, in order.
-
-    Two models whose digests match were scored on the same examples with the same labels.
-    """
-    processed_dir = Path(processed_dir)
-    digest = hashlib.sha256(split.encode())
-    for shard in read_manifest(processed_dir)["shards"]:
-        table = pq.read_table(processed_dir / shard["samples"], columns=["sample_id", "split", "image", "captions",
-                                                                          "qa"])
-        for row in table.filter(pc.equal(table["split"], split)).to_pylist():
-            digest.update(row["sample_id"].encode() + b"\0" + hashlib.sha256(row["image"]).digest())
-            digest.update(repr((row["captions"], row["qa"])).encode())
-    return digest.hexdigest()
 
 
 def _value(metrics: Mapping[str, float], name: str) -> float | None:

@@ -1,71 +1,104 @@
-"""Prefect cache keys for the stages, computed from content digests rather than from task arguments.
+"""Prefect caching of the model stages: the one place that decides when a stage's earlier result is used.
 
-A stage's key is a digest of what determines its output: the digests of its input data (dataset and
-features manifests, checkpoint files), the config sections it reads, the code version (a digest of
-the `mmcore` and `tasks` sources) and where the output is written. Arguments that only say where to log
-(an MLflow run id) are left out, so a rerun of the same data, config and code finds the stored result
-and does no model work; a change to one stage's config changes the keys of that stage and, through
-their outputs' digests, of the stages downstream. `refresh` (the CLI's `--refresh STAGE`) forces a
-stage to run and replace its cache entry.
+A stage task's cache key is a digest of
+  - what determines its output: the stage's `inputs(cfg, cat)` (mmcore/stages), made of the catalog's
+    content digests (dataset and features manifests, checkpoint files), the config sections the stage
+    depends on and where it writes;
+  - the code version of that stage: a digest of the sources of the stage's module and of every mmcore
+    module it imports, directly or not. Editing the evaluation report does not touch pretraining's key;
+    editing the training loop changes every stage that trains.
+Arguments that only say where to log (an MLflow run id) are not part of it. A cached result is used
+only while the files it names (`result.outputs`) still exist; otherwise the task runs again and replaces
+the entry. `refresh` (the CLI's `--refresh STAGE`) forces a stage to run.
 
 Results are persisted by Prefect (`persist_result=True`) under `PREFECT_LOCAL_STORAGE_PATH` (by default
-`$PREFECT_HOME/storage`); a cached result is used only while the files it names still exist.
+`$PREFECT_HOME/storage`).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from prefect.futures import PrefectFuture
+
 STAGES = ("pretrain", "extract", "train", "evaluate")
 CACHE_EXPIRATION = timedelta(days=30)
+_MODULE_NAME = re.compile(r"^mmcore(\.\w+)+")  # also modules named in strings (the source readers' registry)
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Digest of the library and task sources (.py files of `mmcore` and `tasks`, by relative path).
+_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the mmcore package
 
-    Any edit to them starts new cache entries; flows/ (wiring and CLI) does not change results.
-    """
-    root = Path(__file__).resolve().parent.parent
+
+def _source(module: str) -> Path | None:
+    """The file of an mmcore module or package, found on disk (nothing is imported); None if there is none
+    (a name imported from a module, not a module)."""
+    path = _ROOT.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """The mmcore modules a source file imports anywhere in it (mmcore imports absolutely), or names as a
+    string; `from a import b` counts both a and a.b, since b may be a module."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (m := _MODULE_NAME.match(node.value)):
+            found.add(m.group(0))
+    return {name for name in found if name.split(".")[0] == "mmcore"}
+
+
+@cache
+def code_files(module: str) -> tuple[Path, ...]:
+    """The source files of `module` and of every mmcore module (and package __init__) it reaches."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for parent in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):  # packages run their __init__
+            if parent in seen or (path := _source(parent)) is None:
+                continue
+            seen[parent] = path
+            todo.extend(_imports(path))
+    return tuple(sorted(set(seen.values())))
+
+
+@cache
+def code_version(stage: str) -> str:
+    """Digest of the code stage `stage` runs (mmcore/stages/<stage>.py and what it imports)."""
     h = hashlib.sha256()
-    for package in ("mmcore", "tasks"):
-        for path in sorted((root / package).rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in code_files(f"mmcore.stages.{stage}"):
+        h.update(str(path.relative_to(_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def stage_key(stage: str, parts: dict[str, Any]) -> str:
-    """The cache key of `stage` from named digests and values (JSON-serialisable)."""
-    payload = json.dumps({"stage": stage, "code": code_version(), **parts}, sort_keys=True, default=str)
+def stage_key(stage: str, inputs: dict[str, Any]) -> str:
+    """The cache key of `stage` from the digests and values that determine its output."""
+    payload = json.dumps({"stage": stage, "code": code_version(stage), **inputs}, sort_keys=True, default=str)
     return f"mm-{stage}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
 
-def digest_cache(stage: str, parts: Callable[[dict[str, Any]], dict[str, Any] | None],
-                 outputs: Callable[[dict[str, Any]], list[str]] = lambda _: []) -> Callable[..., str | None]:
-    """A Prefect `cache_key_fn` for a stage task.
-
-    `parts(parameters)` returns the digests that determine the output (None: do not cache this call);
-    `outputs(parameters)` lists the files the task writes. Their location is part of the key (the same
-    data under another data root has its own entry); whether they still exist is checked when a cached
-    result is used (`run_stage_task`).
-    """
-
-    def key(_context: Any, parameters: dict[str, Any]) -> str | None:
-        found = parts(parameters)
-        if found is None:
-            return None
-        return stage_key(stage, {**found, "outputs": [str(Path(p).resolve()) for p in outputs(parameters)]})
-
-    return key
+def keyed_on(stage: str, inputs: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[..., str]:
+    """A Prefect `cache_key_fn`: `inputs(task parameters)` gives the stage's input digests."""
+    return lambda _context, parameters: stage_key(stage, inputs(parameters))
 
 
-def check_refresh(refresh: list[str] | tuple[str, ...]) -> list[str]:
+def check_refresh(refresh: Iterable[str]) -> list[str]:
     """The stages `--refresh` names, with `all` expanded; an unknown name is an error, not a no-op."""
     names = list(STAGES) if "all" in refresh else list(refresh)
     unknown = sorted(set(names) - set(STAGES))
@@ -74,20 +107,33 @@ def check_refresh(refresh: list[str] | tuple[str, ...]) -> list[str]:
     return names
 
 
-def run_stage_task(task: Any, *args: Any, refresh: bool = False, files: Callable[[Any], list[str]] = lambda _: [],
-                   timeout: float | None = None, **kwargs: Any) -> tuple[Any, bool]:
+def usable(result: Any) -> bool:
+    """Whether a cached result can stand for a run: the files it names still exist."""
+    return all(Path(path).exists() for path in getattr(result, "outputs", []))
+
+
+def run_cached(task: Any, *args: Any, refresh: bool = False, timeout: float | None = None,
+               **kwargs: Any) -> tuple[Any, bool]:
     """Calls a cached stage task; returns its result and whether it came from the cache.
 
     `timeout` (seconds) fails the task run with a TaskRunTimeoutError when it takes longer.
-    `files(result)` lists the files a result refers to: a cached result whose files were deleted since
-    is of no use, so the task then runs again (and replaces the entry).
     """
     state = task.with_options(refresh_cache=refresh, timeout_seconds=timeout)(*args, return_state=True, **kwargs)
     result, cached = state.result(), state.name == "Cached"
-    if cached and any(not Path(p).exists() for p in files(result)):
+    if cached and not usable(result):
         state = task.with_options(refresh_cache=True, timeout_seconds=timeout)(*args, return_state=True, **kwargs)
         result, cached = state.result(), False
     return result, cached
+
+
+def map_cached(task: Any, futures: list[PrefectFuture], rerun: Callable[[int], Any]) -> tuple[list[Any], list[bool]]:
+    """The results of mapped stage tasks and which came from the cache; `rerun(i)` runs item i again (with
+    its cache refreshed) when its cached result is not usable."""
+    results, cached = [f.result() for f in futures], [f.state.name == "Cached" for f in futures]
+    for i, result in enumerate(results):
+        if cached[i] and not usable(result):
+            results[i], cached[i] = rerun(i), False
+    return results, cached
 
 
 def timeout_seconds(cfg: Any) -> float | None:

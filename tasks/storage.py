@@ -7,20 +7,14 @@ data_root there is nothing to copy and no task runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from mmcore import features
-from mmcore.catalog import Catalog
-from mmcore.data import dataset, mirror
+from mmcore.catalog import COMPLETION_MARKS, Catalog
+from mmcore.data import mirror
 from mmcore.data.storage import Storage
-from mmcore.training.contrastive import ENCODER_FILE
-from mmcore.training.heads import HEADS_FILE
-
-# What marks each stage's folder complete (written last by the stage, so copied last too)
-MARKS = sorted({dataset.MANIFEST, features.MANIFEST, ENCODER_FILE, HEADS_FILE})
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
@@ -41,15 +35,15 @@ def push_folder(local: str, remote: str, last: Sequence[str] = ()) -> int:
     return len(report.copied)
 
 
-def pull(cat: Catalog, *folders: Path, only: Sequence[str] | None = None) -> None:
+def pull(cat: Catalog, *folders: os.PathLike[str], only: Sequence[str] | None = None) -> None:
     """Pull each folder of the working copy (only the files `only` names, if given) from the store;
     nothing when data_root is local."""
     for folder in folders:
         if (remote := cat.remote_of(folder)) is not None:
-            pull_folder(remote, str(folder), MARKS, only)
+            pull_folder(remote, str(folder), COMPLETION_MARKS, only)
 
 
-def push(cat: Catalog, folder: Path) -> None:
+def push(cat: Catalog, folder: os.PathLike[str]) -> None:
     """Push one folder of the working copy to the store (nothing when data_root is local)."""
     if (remote := cat.remote_of(folder)) is not None:
-        push_folder(str(folder), remote, MARKS)
+        push_folder(str(folder), remote, COMPLETION_MARKS)

@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from mmcore.config import PipelineConfig
+from mmcore.progress import Progress
+from mmcore.stages.hooks import Hooks
 
 _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
@@ -128,38 +130,6 @@ def log_tags(run_id: str, tags: dict[str, Any]) -> None:
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def epoch_logger(run_id: str, prefix: str = "", epochs: int | None = None,
-                 items_per_epoch: int | None = None) -> Callable[[int, dict[str, float]], None]:
-    """A training-loop callback: each epoch's numbers go to MLflow (step=epoch) and to the run's log.
-
-    With `epochs`, the log line says how many are done, the rate and the time left; `items_per_epoch`
-    (training samples) makes the rate samples/s rather than epochs/s.
-    """
-    from prefect.logging import get_run_logger
-
-    from mmcore.progress import Progress
-
-    logger = get_run_logger()
-    started = time.monotonic()
-    state: dict[str, int] = {}  # the first epoch this process runs (later than 0 after a resume)
-
-    def log(epoch: int, metrics: dict[str, float]) -> None:
-        log_metrics(run_id, {f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "lr")
-        elapsed = time.monotonic() - started
-        if not epochs:
-            logger.info("%sepoch %d: %s (%.0f s)", prefix, epoch + 1, shown, elapsed)
-            return
-        first = state.setdefault("first", epoch)
-        progress = Progress(epochs - first, "epochs", started=started)
-        line = progress.update(epoch + 1 - first)
-        if items_per_epoch:
-            line += f", {items_per_epoch * (epoch + 1 - first) / max(elapsed, 1e-9):.0f} samples/s"
-        logger.info("%sepoch %d/%d: %s [%s]", prefix, epoch + 1, epochs, shown, line)
-
-    return log
-
-
 class StepLogger:
     """A per-batch callback: each batch's loss terms go to MLflow with step = batch index.
 
@@ -190,8 +160,47 @@ class StepLogger:
         mlflow.flush_async_logging()
 
 
-def step_logger(run_id: str, prefix: str = "step_") -> StepLogger:
-    return StepLogger(run_id, prefix)
+class RunHooks(Hooks):
+    """A stage's reports to the Prefect run log and the MLflow run `run_id`.
+
+    Epoch metrics go to MLflow with step = epoch, prefixed with the model's name ("vqa_train_loss"), and
+    to the log with progress: epochs done, the rate (samples/s when known) and the time left.
+    """
+
+    def __init__(self, run_id: str | None = None):
+        from prefect.logging import get_run_logger
+
+        self.run_id, self.logger = run_id, get_run_logger()
+        self.steps = StepLogger(run_id) if run_id else None
+        self.created = time.monotonic()
+        self.started: dict[str, float] = {}  # model -> when its training started
+        self.first: dict[str, int] = {}  # model -> the first epoch this process ran (later than 0 after a resume)
+
+    def epoch_callback(self, part: str, epochs: int, items: int | None = None) -> Callable[[int, dict], None]:
+        self.started[part] = time.monotonic()
+        return super().epoch_callback(part, epochs, items)
+
+    def log(self, message: str) -> None:
+        self.logger.info("%s", message)
+
+    def epoch(self, part: str, epoch: int, epochs: int, metrics: dict[str, float], items: int | None = None) -> None:
+        prefix = f"{part}_" if part else ""
+        if self.run_id:
+            log_metrics(self.run_id, {f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
+        first, started = self.first.setdefault(part, epoch), self.started.get(part, self.created)
+        line = Progress(epochs - first, "epochs", started=started).update(epoch + 1 - first)
+        if items:
+            line += f", {items * (epoch + 1 - first) / max(time.monotonic() - started, 1e-9):.0f} samples/s"
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "lr")
+        self.logger.info("%sepoch %d/%d: %s [%s]", prefix, epoch + 1, epochs, shown, line)
+
+    def step(self, part: str, step: int, metrics: dict[str, float]) -> None:
+        if self.steps is not None:
+            self.steps(step, metrics)
+
+    def flush(self) -> None:
+        if self.steps is not None:
+            self.steps.flush()
 
 
 def log_dataset(run_id: str, name: str, path: str | Path, digest: str, context: str) -> None:

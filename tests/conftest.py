@@ -60,8 +60,8 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mmcore.config import EncoderConfig
     from mmcore.data.shards import vectors
     from mmcore.inference import write_bundle
+    from mmcore.models.builders import HeadDims, build_captioner, build_vqa
     from mmcore.models.contrastive import build_dual_encoder
-    from mmcore.models.heads import CaptionDecoder, VQAHead
     from mmcore.text.tokenizer import TextTokenizer
     from mmcore.training.contrastive import save_encoder
     from mmcore.training.heads import Heads, save_heads
@@ -74,10 +74,8 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     enc = build_dual_encoder(cfg, tok.vocab_size)
     save_encoder(enc, cfg, tok.vocab_size, tmp / "encoder.pt")
     grid, pooled, cells = enc.image_encoder.grid_channels, enc.image_encoder.out_channels, 4
-    heads = Heads(VQAHead(tok.vocab_size, grid, pooled, cells, 3, word_dim=8, hidden=16), ["red", "blue", "2"],
-                  CaptionDecoder(tok.vocab_size, grid, pooled, cells, word_dim=8, hidden=16), "en",
-                  {"vocab_size": tok.vocab_size, "grid_dim": grid, "pooled_dim": pooled, "cells": cells, "hidden": 16,
-                   "word_dim": 8})
+    dims = HeadDims(tok.vocab_size, grid, pooled, cells, hidden=16, word_dim=8)
+    heads = Heads(build_vqa(dims, 3), ["red", "blue", "2"], build_captioner(dims), "en", dims)
     save_heads(heads, tmp / "heads.pt")
     emb = np.eye(5, 16, dtype=np.float32)
     index = pa.table({"sample_id": [f"s{i}" for i in range(5)], "image_path": [f"images/{i}.png" for i in range(5)],

@@ -16,7 +16,7 @@ from mmcore.models.text_encoders import RNNS, RNNTextEncoder, TransformerTextEnc
 from mmcore.text.tokenizer import TextTokenizer
 
 TextEncoder = RNNTextEncoder | TransformerTextEncoder | MiniLMTextEncoder
-TEXT_ENCODERS = (*RNNS, "transformer", "minilm")  # the kinds EncoderConfig.text_rnn may name
+TEXT_ENCODERS = (*RNNS, "transformer", "minilm")  # the kinds EncoderConfig.text_encoder may name
 # What the image embedding is projected from: the globally pooled last feature map, or the whole grid
 # (every cell at every scale), which keeps where things are and what colour they are.
 EMBED_FROM = ("pooled", "grid")
@@ -73,20 +73,20 @@ class DualEncoder(nn.Module):
 
 def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
                        tokenizer: TextTokenizer | None = None) -> TextEncoder:
-    """The text encoder `cfg.text_rnn` names: a recurrent one (gru, lstm), a transformer or pretrained MiniLM.
+    """The text encoder `cfg.text_encoder` names: a recurrent one (gru, lstm), a transformer or pretrained MiniLM.
 
     Only MiniLM uses `tokenizer` (it reads the ids back as text); `load_encoder` passes none, the
     checkpoint holds it.
     """
-    if cfg.text_rnn == "minilm":
+    if cfg.text_encoder == "minilm":
         return MiniLMTextEncoder(tokenizer)
-    if cfg.text_rnn == "transformer":
+    if cfg.text_encoder == "transformer":
         return TransformerTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_layers, cfg.text_heads,
                                       cfg.max_text_len, pad_id=pad_id)
-    if cfg.text_rnn in RNNS:
-        return RNNTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_rnn, cfg.bidirectional, pad_id)
+    if cfg.text_encoder in RNNS:
+        return RNNTextEncoder(vocab_size, cfg.word_dim, cfg.text_hidden, cfg.text_encoder, cfg.bidirectional, pad_id)
     # EncoderConfig validates the name, but a config built without validation (model_construct) can reach here.
-    raise ValueError(f"unknown text encoder {cfg.text_rnn!r}; choose one of {list(TEXT_ENCODERS)}")
+    raise ValueError(f"unknown text encoder {cfg.text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
 
 
 def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,

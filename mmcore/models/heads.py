@@ -1,4 +1,5 @@
-"""Task heads trained on frozen image features: a VQA answer classifier and a caption decoder."""
+"""Task heads trained on frozen image features: a VQA answer classifier (and its blind baselines) and a
+caption decoder. `mmcore.models.builders` assembles them from their parts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcore.models import decoding
-from mmcore.models.text_encoders import RNNTextEncoder
 
 DecoderState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # GRU state (B, H), image (B, H), cells (B, N, H)
 
@@ -35,13 +35,24 @@ def _take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class VQAHead(nn.Module):
-    """Encodes the question with an RNN, attends over image cells with it, classifies the answer."""
+    """Encodes the question, attends over the image cells with it, classifies the answer.
 
-    def __init__(self, vocab_size: int, grid_dim: int, pooled_dim: int, cells: int, n_answers: int,
-                 word_dim: int = 128, hidden: int = 256, pad_id: int = 0, glimpses: int = 2):
+    Args:
+        question_encoder: token ids (Q, T) -> question vectors (Q, hidden).
+        image_projector: grid (B, G, g, g) and pooled (B, C) features -> cell vectors (B, N, hidden).
+        n_answers: number of answer classes.
+        hidden: width of the question and cell vectors.
+        glimpses: attention maps over the cells per question.
+    """
+
+    def __init__(self, question_encoder: nn.Module, image_projector: nn.Module, n_answers: int, hidden: int,
+                 glimpses: int = 2):
         super().__init__()
-        self.question = RNNTextEncoder(vocab_size, word_dim, hidden // 2, "gru", True, pad_id)  # out: hidden
-        self.image = GridProjector(grid_dim, pooled_dim, cells, hidden)
+        out_dim = getattr(question_encoder, "out_dim", hidden)
+        if out_dim != hidden:
+            raise ValueError(f"the question encoder gives vectors of {out_dim}, the head expects hidden={hidden}")
+        self.question = question_encoder
+        self.image = image_projector
         self.attn = nn.Linear(hidden, hidden * glimpses)
         self.glimpses = glimpses
         self.classifier = nn.Sequential(
@@ -68,6 +79,40 @@ class VQAHead(nn.Module):
         ctx = weights @ cells  # (Q, G, H)
         fused = torch.cat([q, ctx.flatten(1), (ctx * q.unsqueeze(1)).flatten(1)], dim=-1)
         return self.classifier(fused)  # (Q, A)
+
+
+BLIND_INPUTS = ("question", "image")  # what a blind baseline sees
+
+
+def blank_questions(question_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Each right-padded question (Q, T) cut to its first and last token: [BOS] [EOS], (Q, 2)."""
+    last = ((question_ids != pad_id).sum(dim=1) - 1).clamp(min=0)  # (Q,) index of the last real token
+    return torch.cat([question_ids[:, :1], question_ids.gather(1, last.unsqueeze(1))], dim=1)
+
+
+class BlindVQA(nn.Module):
+    """A VQA baseline that sees only one input: the question alone, or the image alone.
+
+    The input it must not see is blanked before the wrapped head runs (zero image features; an empty
+    question, [BOS] [EOS]), so the head's accuracy can be read against what either input alone gives.
+    """
+
+    def __init__(self, head: VQAHead, sees: str, pad_id: int = 0):
+        super().__init__()
+        if sees not in BLIND_INPUTS:
+            raise ValueError(f"unknown blind VQA input {sees!r}; choose one of {list(BLIND_INPUTS)}")
+        self.head = head
+        self.sees = sees
+        self.pad_id = pad_id
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, question_ids: torch.Tensor,
+                owner: torch.Tensor | None = None) -> torch.Tensor:
+        """Answer logits (Q, A), as `VQAHead.forward`, from the one input this baseline sees."""
+        if self.sees == "question":
+            grid, pooled = torch.zeros_like(grid), torch.zeros_like(pooled)
+        else:
+            question_ids = blank_questions(question_ids, self.pad_id)
+        return self.head(grid, pooled, question_ids, owner)
 
 
 class CaptionDecoder(nn.Module):

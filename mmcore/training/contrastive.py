@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
 from mmcore.io import save_torch
@@ -26,9 +27,6 @@ from mmcore.training.loop import (
     seed_everything,
     stage_fit_config,
 )
-
-ENCODER_FILE = "encoder.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def _with_captions(data: SampleSet) -> SampleSet:
@@ -115,12 +113,12 @@ def embed_pairs(model: DualEncoder, images: np.ndarray, caption_ids: list[list[l
 
 
 def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-             out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
+             out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
              resume_key: str = "", tokenizer: TextTokenizer | None = None,
              on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
-    """Trains the dual encoder; checkpoints each epoch in out_dir and writes encoder.pt at the end.
+    """Trains the dual encoder; checkpoints each epoch in `out` and writes its encoder at the end.
 
-    A checkpoint left in out_dir by a run with the same `resume_key` is continued, not redone.
+    A checkpoint left in `out` by a run with the same `resume_key` is continued, not redone.
     `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only. `on_step`
     gets the loss of every `cfg.log_every_steps`-th batch (none when it is 0).
     """
@@ -128,7 +126,6 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
     if len(train) < 2:
         raise ValueError(f"contrastive pretraining needs at least 2 training samples with captions, got {len(train)}")
     seed_everything(cfg.seed)
-    out_dir = Path(out_dir)
     model = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer).to(device)
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -152,10 +149,10 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
         return _pair_batches(train, cfg.batch_size, cfg.seed, epoch, device, groups)
 
     result = fit(model, fit_cfg, batches, step,
-                 validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch, resume_key=resume_key,
+                 validate, checkpoint=out.checkpoint, on_epoch=on_epoch, resume_key=resume_key,
                  on_step=on_step if cfg.log_every_steps else None, step_every=max(1, cfg.log_every_steps))
     if distributed.is_main():
-        save_encoder(model, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
+        save_encoder(model, enc_cfg, vocab_size, out.encoder)
     return model, result
 
 
@@ -167,7 +164,8 @@ def save_encoder(model: DualEncoder, enc_cfg: EncoderConfig, vocab_size: int, pa
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> DualEncoder:
-    """Rebuilds the dual encoder from encoder.pt (plain tensors and dicts: loads with weights_only).
+    """Rebuilds the dual encoder from the file `save_encoder` wrote (plain tensors and dicts: loads with
+    weights_only).
 
     A minilm text encoder gets its tokenizer back from the file too (its extra state).
     """

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -14,72 +16,51 @@ from mmcore.config import HeadsConfig
 from mmcore.features import FeatureSet
 from mmcore.io import save_torch
 from mmcore.losses import classification_loss, sequence_loss
-from mmcore.models.heads import CaptionDecoder, VQAHead
-from mmcore.models.text_heads import TextGenerator, Translator
-from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
-from mmcore.training.text_heads import (
+from mmcore.models.builders import (
+    HeadDims,
+    build_blind_vqa,
+    build_captioner,
     build_generator,
     build_translator,
-    parallel_pairs,
-    train_generator,
-    train_translator,
+    build_vqa,
 )
+from mmcore.models.heads import BLIND_INPUTS, BlindVQA, CaptionDecoder, VQAHead
+from mmcore.models.text_heads import TextGenerator, Translator
+from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
+from mmcore.training.text_heads import head_dims, parallel_pairs, train_generator, train_translator
 
 HEADS_FILE = "heads.pt"
 
-
-VQA_INPUTS = ("both", "question", "image")  # what a VQA head sees; the last two are the blind baselines
+VQABuilder = Callable[[HeadDims, int], nn.Module]  # (dims, number of answers) -> a VQA model
 
 
 @dataclass
 class Heads:
     """Trained heads plus what is needed to use them: the answer vocabulary and the caption language.
 
-    `vqa_blind` holds the baseline heads trained with one input blanked ("question": the question alone,
-    "image": the image alone); evaluation reads the VQA head's accuracy against theirs.
+    `vqa_blind` holds the baselines that see one input only (by what they see: "question" or "image");
+    evaluation reads the VQA head's accuracy against theirs.
     """
 
     vqa: VQAHead | None
     answers: list[str]
     captioner: CaptionDecoder | None
     caption_lang: str
-    dims: dict[str, int]
-    vqa_blind: dict[str, VQAHead] = field(default_factory=dict)
+    dims: HeadDims
+    vqa_blind: dict[str, BlindVQA] = field(default_factory=dict)
     translator: Translator | None = None
     generator: TextGenerator | None = None
     text_langs: list[str] = field(default_factory=list)  # language index of the translator and generator
-
-
-def _dims(data: FeatureSet, vocab_size: int, cfg: HeadsConfig) -> dict[str, int]:
-    return {"vocab_size": vocab_size, "grid_dim": data.grid.shape[1], "pooled_dim": data.pooled.shape[1],
-            "cells": data.grid.shape[2],
-            "hidden": cfg.hidden, "word_dim": cfg.word_dim}
-
-
-def build_vqa(d: dict[str, int], n_answers: int) -> VQAHead:
-    return VQAHead(d["vocab_size"], d["grid_dim"], d["pooled_dim"], d["cells"], n_answers, d["word_dim"], d["hidden"])
-
-
-def build_captioner(d: dict[str, int]) -> CaptionDecoder:
-    return CaptionDecoder(d["vocab_size"], d["grid_dim"], d["pooled_dim"], d["cells"], d["word_dim"], d["hidden"])
 
 
 def _image_batch(data: FeatureSet, idx: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.grid[idx]).to(device), torch.from_numpy(data.pooled[idx]).to(device)
 
 
-def _vqa_inputs(data: FeatureSet, idx: list[int], questions: list[list[int]], inputs: str,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """grid, pooled, question ids of a batch, with the input a blind baseline must not see blanked:
-    zeros for the image, an empty question ([BOS] [EOS]) for the question."""
-    if inputs not in VQA_INPUTS:
-        raise ValueError(f"unknown VQA inputs {inputs!r}; choose one of {list(VQA_INPUTS)}")
-    grid, pooled = _image_batch(data, idx, device)
-    if inputs == "question":
-        grid, pooled = torch.zeros_like(grid), torch.zeros_like(pooled)
-    if inputs == "image":
-        questions = [q[:1] + q[-1:] for q in questions]
-    return grid, pooled, pad_batch(questions).to(device)
+def _vqa_batch(data: FeatureSet, idx: list[int], questions: list[list[int]],
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grid (B, G, cells), pooled (B, C) and padded question ids (B, T) of a batch."""
+    return (*_image_batch(data, idx, device), pad_batch(questions).to(device))
 
 
 def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, list[int], int]]:
@@ -90,10 +71,11 @@ def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, 
 
 
 def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: int, device: torch.device,
-              on_epoch: EpochCallback | None = None, inputs: str = "both") -> tuple[VQAHead, list[str]]:
+              on_epoch: EpochCallback | None = None, build: VQABuilder = build_vqa) -> tuple[nn.Module, list[str]]:
     """Answer classifier over the training answers (most frequent first).
 
-    `inputs` "question" or "image" trains a blind baseline that sees only that input (see `_vqa_inputs`).
+    `build` makes the model from the dims and the number of answers: `build_vqa` by default, a blind
+    baseline with `partial(build_blind_vqa, sees=...)`.
     """
     seed_everything(cfg.seed)
     answers = [a for a, _ in Counter(qa["answer"] for qas in train.qa for qa in qas).most_common()]
@@ -101,14 +83,13 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
         raise ValueError("no questions in the train split: cannot train the VQA head")
     index = {a: i for i, a in enumerate(answers)}
     pairs, val_pairs = qa_pairs(train, index), qa_pairs(val, index)
-    d = _dims(train, vocab_size, cfg)
-    model = build_vqa(d, len(answers)).to(device)
+    model = build(head_dims(train, vocab_size, cfg), len(answers)).to(device)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = epoch_order(len(pairs), cfg.seed, epoch).tolist()
         for s in range(0, len(order), cfg.batch_size):
             chunk = [pairs[j] for j in order[s : s + cfg.batch_size]]
-            x = _vqa_inputs(train, [p[0] for p in chunk], [p[1] for p in chunk], inputs, device)
+            x = _vqa_batch(train, [p[0] for p in chunk], [p[1] for p in chunk], device)
             yield (*x, torch.tensor([p[2] for p in chunk], device=device))
 
     def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -118,8 +99,7 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
     def validate() -> dict[str, float]:
         if not val_pairs:
             return {}
-        pred = predict_answers(model, val, [p[0] for p in val_pairs], [p[1] for p in val_pairs], device,
-                               inputs=inputs)
+        pred = predict_answers(model, val, [p[0] for p in val_pairs], [p[1] for p in val_pairs], device)
         return {"val_vqa_acc": float((pred == torch.tensor([p[2] for p in val_pairs])).float().mean())}
 
     steps = (len(pairs) + cfg.batch_size - 1) // cfg.batch_size
@@ -129,12 +109,13 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
 
 
 @torch.no_grad()
-def predict_answers(model: VQAHead, data: FeatureSet, idx: list[int], question_ids: list[list[int]],
-                    device: torch.device, batch_size: int = 512, inputs: str = "both") -> torch.Tensor:
+def predict_answers(model: nn.Module, data: FeatureSet, idx: list[int], question_ids: list[list[int]],
+                    device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Answer class of each (image `idx[i]`, question `question_ids[i]`) by any VQA model."""
     model.eval()
     out = []
     for s in range(0, len(idx), batch_size):
-        x = _vqa_inputs(data, idx[s : s + batch_size], question_ids[s : s + batch_size], inputs, device)
+        x = _vqa_batch(data, idx[s : s + batch_size], question_ids[s : s + batch_size], device)
         out.append(model(*x).argmax(-1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
@@ -152,8 +133,7 @@ def train_captioner(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_
     if not pairs:
         langs = sorted({c["lang"] for caps in train.captions for c in caps})
         raise ValueError(f"no training captions in language {cfg.caption_lang!r}; the data has {langs}")
-    d = _dims(train, vocab_size, cfg)
-    model = build_captioner(d).to(device)
+    model = build_captioner(head_dims(train, vocab_size, cfg)).to(device)
 
     def loss(data: FeatureSet, chunk: list[tuple[int, list[int]]]) -> dict[str, torch.Tensor]:
         ids = pad_batch([p[1] for p in chunk]).to(device)  # (B, T): [BOS] w1 .. wn [EOS] pad
@@ -181,7 +161,8 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size
                 on_epoch: Callable[[str], EpochCallback | None] = lambda name: None) -> tuple[Heads, dict[str, str]]:
     """Trains every head the training data supports; returns the heads and, per head left out, why.
 
-    `on_epoch(name)` gives the epoch callback of head `name` (vqa, vqa_question_only, vqa_image_only, caption).
+    `on_epoch(name)` gives the epoch callback of head `name` (vqa, vqa_question_only, vqa_image_only, caption,
+    translation, generation).
     """
     skipped: dict[str, str] = {}
     vqa, answers, blind = None, [], {}
@@ -189,9 +170,9 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size
         vqa, answers = train_vqa(train, val, cfg, vocab_size, device, on_epoch("vqa"))
         if cfg.vqa_baselines:
             blind_cfg = cfg.model_copy(update={"epochs": cfg.vqa_baseline_epochs or cfg.epochs})
-            for inputs in ("question", "image"):
-                blind[inputs], _ = train_vqa(train, val, blind_cfg, vocab_size, device,
-                                             on_epoch(f"vqa_{inputs}_only"), inputs=inputs)
+            for sees in BLIND_INPUTS:
+                blind[sees], _ = train_vqa(train, val, blind_cfg, vocab_size, device, on_epoch(f"vqa_{sees}_only"),
+                                           partial(build_blind_vqa, sees=sees))
     else:
         skipped["vqa"] = "the training split has no questions"
     captioner = None
@@ -199,7 +180,7 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size
         captioner = train_captioner(train, val, cfg, vocab_size, device, on_epoch("caption"))
     else:
         skipped["caption"] = f"the training split has no captions in heads.caption_lang={cfg.caption_lang!r}"
-    heads = Heads(vqa, answers, captioner, cfg.caption_lang, _dims(train, vocab_size, cfg), blind)
+    heads = Heads(vqa, answers, captioner, cfg.caption_lang, head_dims(train, vocab_size, cfg), blind)
     _train_text_heads(heads, train, val, cfg, vocab_size, device, on_epoch, skipped)
     return heads, skipped
 
@@ -232,7 +213,7 @@ def save_heads(heads: Heads, path: str | Path) -> Path:
         "answers": heads.answers,
         "captioner": heads.captioner.state_dict() if heads.captioner else {},
         "caption_lang": heads.caption_lang,
-        "dims": heads.dims,
+        "dims": dataclasses.asdict(heads.dims),  # a plain dict: loads with weights_only
         "translator": heads.translator.state_dict() if heads.translator else {},
         "generator": heads.generator.state_dict() if heads.generator else {},
         "text_langs": heads.text_langs,
@@ -249,14 +230,11 @@ def _restore(model: nn.Module, weights: dict[str, torch.Tensor], device: torch.d
 def load_heads(path: str | Path, device: torch.device | str = "cpu") -> Heads:
     """Rebuilds the heads saved by `save_heads` (tensors and plain containers: loads with weights_only)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    d, n_answers = state["dims"], len(state["answers"])
+    d, n_answers = HeadDims(**state["dims"]), len(state["answers"])
     vqa = _restore(build_vqa(d, n_answers), state["vqa"], device) if state["vqa"] else None
     cap = _restore(build_captioner(d), state["captioner"], device) if state["captioner"] else None
-    blind = {k: _restore(build_vqa(d, n_answers), w, device) for k, w in state.get("vqa_blind", {}).items()}
-    langs = list(state.get("text_langs", []))
-    translator = generator = None
-    if state.get("translator"):
-        translator = _restore(build_translator(d, len(langs)), state["translator"], device)
-    if state.get("generator"):
-        generator = _restore(build_generator(d, len(langs)), state["generator"], device)
-    return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], dict(d), blind, translator, generator, langs)
+    blind = {k: _restore(build_blind_vqa(d, n_answers, k), w, device) for k, w in state["vqa_blind"].items()}
+    langs = list(state["text_langs"])
+    translator = _restore(build_translator(d, len(langs)), state["translator"], device) if state["translator"] else None
+    generator = _restore(build_generator(d, len(langs)), state["generator"], device) if state["generator"] else None
+    return Heads(vqa, list(state["answers"]), cap, state["caption_lang"], d, blind, translator, generator, langs)

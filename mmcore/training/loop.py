@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmcore.io import save_torch
 from mmcore.training import distributed
+from mmcore.training.checkpoint import resume, save_checkpoint
 
 StepFn = Callable[[Any], dict[str, torch.Tensor]]  # batch -> named loss terms, "loss" is optimised
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -109,6 +109,10 @@ class _Best:
     weights: dict[str, torch.Tensor] | None = None
     stale: int = 0
 
+    def exhausted(self, patience: int | None) -> bool:
+        """Whether `patience` epochs passed without improvement (never without a patience)."""
+        return patience is not None and self.stale >= patience
+
     def better(self, value: float) -> bool:
         if math.isnan(value):
             return False
@@ -121,37 +125,20 @@ class _Best:
         else:
             self.stale += 1
 
+    def observe(self, metrics: dict[str, float], monitor: str, epoch: int, model: nn.Module) -> None:
+        """Takes in one epoch's monitored value; rank 0's verdict counts on every rank."""
+        if monitor not in metrics:
+            raise KeyError(f"monitor {monitor!r} is not among the metrics {sorted(metrics)}")
+        value = float(metrics[monitor])
+        improved, value = distributed.broadcast_from_main([self.better(value), value])
+        self.update(bool(improved), value, epoch, model)
+
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value, "epoch": self.epoch, "weights": self.weights, "stale": self.stale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value, self.epoch, self.weights = state["value"], state["epoch"], state["weights"]
         self.stale = int(state["stale"])
-
-
-def _rng_state() -> dict[str, Any]:
-    """Python, NumPy and CUDA RNG states as tensors and plain numbers, so checkpoints load with weights_only."""
-    version, mt, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "py_rng": [version, torch.tensor(mt, dtype=torch.int64), gauss],
-        "np_rng": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["rng"])
-    if "py_rng" in state:  # checkpoints written before these were kept lack them
-        version, mt, gauss = state["py_rng"]
-        random.setstate((version, tuple(mt.tolist()), gauss))
-    if "np_rng" in state:
-        keys, pos, has_gauss, cached = state["np_rng"]
-        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def _autocast(precision: str, device: torch.device) -> AbstractContextManager:
@@ -192,6 +179,77 @@ def _schedule(cfg: FitConfig) -> Callable[[int], float]:
     return factor
 
 
+def _optimizer_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: FitConfig, n: int,
+                    ddp: nn.parallel.DistributedDataParallel | None) -> None:
+    """One optimizer step on the gradients of `n` accumulated batches, then the schedule's step."""
+    if n < cfg.accumulate:  # a short last group: make its gradient the mean over its own batches
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(cfg.accumulate / n)
+        if ddp is not None:  # all its backward passes ran under no_sync
+            distributed.all_reduce_grads(params)
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    step: StepFn,
+    batches: Callable[[int], Iterable[Any]],
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    cfg: FitConfig,
+    *,
+    ddp: nn.parallel.DistributedDataParallel | None = None,
+    autocast: AbstractContextManager | None = None,
+    on_step: StepCallback | None = None,
+    step_every: int = 1,
+) -> dict[str, float]:
+    """Trains on the batches of `epoch`, one optimizer step per `cfg.accumulate` of them.
+
+    `ddp`, when given, wraps `step` (see `_Stepper`) and runs it instead. Returns the epoch's mean loss
+    terms as `train_<name>`, averaged over ranks.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    forward = ddp if ddp is not None else step
+    autocast = autocast if autocast is not None else nullcontext()
+    main = distributed.is_main()
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    optimizer.zero_grad(set_to_none=True)
+    for batch in batches(epoch):
+        closes_group = (count + 1) % cfg.accumulate == 0
+        # DDP would all-reduce on every backward; within a group only the last one needs to
+        with ddp.no_sync() if ddp is not None and not closes_group else nullcontext():
+            with autocast:
+                terms = forward(batch)
+            (terms["loss"] / cfg.accumulate).backward()
+        if closes_group:
+            _optimizer_step(params, optimizer, scheduler, cfg, cfg.accumulate, ddp)
+        values = {key: float(value.detach()) for key, value in terms.items()}
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value
+        count += 1
+        if on_step is not None and main and count % step_every == 0:
+            on_step(epoch * cfg.steps_per_epoch + count - 1, {**values, "lr": scheduler.get_last_lr()[0]})
+    if count % cfg.accumulate:
+        _optimizer_step(params, optimizer, scheduler, cfg, count % cfg.accumulate, ddp)
+    return distributed.all_reduce_mean({f"train_{k}": v / max(1, count) for k, v in sums.items()})
+
+
+def evaluate(model: nn.Module, validate: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The metrics of `validate()`, run in eval mode without autograd."""
+    model.eval()
+    with torch.no_grad():
+        return validate()
+
+
 def fit(
     model: nn.Module,
     cfg: FitConfig,
@@ -225,90 +283,27 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     result = FitResult()
     best = _Best(cfg.mode)
-    start = 0
-    state = None
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        state = state if state.get("key") == resume_key else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state)
-        if "best" in state:
-            best.load_state_dict(state["best"])
-        result.history = list(state["history"])
-        start = result.resumed_from = int(state["epoch"])
-
-    ddp = None
-    if distributed.world() > 1:
-        ddp = nn.parallel.DistributedDataParallel(_Stepper(model, step))  # device_ids=None: CPU or one GPU
-    forward = ddp if ddp is not None else step
-    main = distributed.is_main()
-    device = params[0].device if params else torch.device("cpu")
-    autocast = _autocast(cfg.precision, device)
-
-    def update(n: int) -> None:  # n: batches whose gradients were accumulated
-        if n < cfg.accumulate:  # a short last group: make its gradient the mean over its own batches
-            for p in params:
-                if p.grad is not None:
-                    p.grad.mul_(cfg.accumulate / n)
-            if ddp is not None:  # all its backward passes ran under no_sync
-                distributed.all_reduce_grads(params)
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-
-    for epoch in range(start, cfg.epochs):
-        if cfg.patience is not None and best.stale >= cfg.patience:  # also a resumed run that had stopped
+    if checkpoint is not None:
+        result.resumed_from, result.history = resume(checkpoint, resume_key, model, opt, sched, best)
+    # device_ids=None: CPU or one GPU
+    ddp = nn.parallel.DistributedDataParallel(_Stepper(model, step)) if distributed.world() > 1 else None
+    autocast = _autocast(cfg.precision, params[0].device if params else torch.device("cpu"))
+    for epoch in range(result.resumed_from, cfg.epochs):
+        if best.exhausted(cfg.patience):  # also a resumed run that had stopped
             result.stopped_early = True
             break
-        model.train()
-        sums: dict[str, float] = {}
-        count = 0
-        opt.zero_grad(set_to_none=True)
-        for batch in batches(epoch):
-            closes_group = (count + 1) % cfg.accumulate == 0
-            # DDP would all-reduce on every backward; within a group only the last one needs to
-            with ddp.no_sync() if ddp is not None and not closes_group else nullcontext():
-                with autocast:
-                    terms = forward(batch)
-                (terms["loss"] / cfg.accumulate).backward()
-            if closes_group:
-                update(cfg.accumulate)
-            values = {key: float(value.detach()) for key, value in terms.items()}
-            for key, value in values.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            if on_step is not None and main and count % step_every == 0:
-                on_step(epoch * cfg.steps_per_epoch + count - 1, {**values, "lr": sched.get_last_lr()[0]})
-        if count % cfg.accumulate:
-            update(count % cfg.accumulate)
-        metrics = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
-        if ddp is not None:
-            metrics = distributed.all_reduce_mean(metrics)
+        metrics = train_one_epoch(model, step, batches, epoch, opt, sched, cfg, ddp=ddp, autocast=autocast,
+                                  on_step=on_step, step_every=step_every)
         metrics["lr"] = sched.get_last_lr()[0]
         if validate is not None:
-            model.eval()
-            with torch.no_grad():
-                metrics.update(validate())
+            metrics.update(evaluate(model, validate))
         if cfg.monitor is not None:
-            if cfg.monitor not in metrics:
-                raise KeyError(f"monitor {cfg.monitor!r} is not among the metrics {sorted(metrics)}")
-            value = float(metrics[cfg.monitor])
-            improved, value = distributed.broadcast_from_main([best.better(value), value])  # rank 0 decides
-            best.update(bool(improved), value, epoch, model)
+            best.observe(metrics, cfg.monitor, epoch, model)
         result.history.append(metrics)
-        if checkpoint is not None and main:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "rng": torch.get_rng_state(), **_rng_state(), "epoch": epoch + 1, "history": result.history,
-                     "key": resume_key}
-            if cfg.monitor is not None:
-                state["best"] = best.state_dict()
-            save_torch(state, checkpoint)
-        if on_epoch is not None and main:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, opt, sched, epoch + 1, result.history, resume_key,
+                            best.state_dict() if cfg.monitor is not None else None)
+        if on_epoch is not None and distributed.is_main():
             on_epoch(epoch, metrics)
     if best.weights is not None:
         model.load_state_dict(best.weights)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
 from mmcore.losses import classification_loss
@@ -23,7 +23,7 @@ from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.models.heads import VQAHead
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
-from mmcore.training.contrastive import CHECKPOINT_FILE, ENCODER_FILE, pretrain, save_encoder
+from mmcore.training.contrastive import pretrain, save_encoder
 from mmcore.training.loop import (
     EpochCallback,
     FitResult,
@@ -52,7 +52,7 @@ def resolve_objective(objective: str, train: SampleSet) -> str:
 
 
 def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-                     out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
+                     out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                      resume_key: str = "", tokenizer: TextTokenizer | None = None,
                      on_step: StepCallback | None = None) -> tuple[str, DualEncoder, FitResult]:
     """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result.
@@ -62,7 +62,7 @@ def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, c
     """
     objective = resolve_objective(cfg.objective, train)
     train_fn = pretrain if objective == "contrastive" else pretrain_vqa
-    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out_dir, device, on_epoch, resume_key, tokenizer,
+    model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out, device, on_epoch, resume_key, tokenizer,
                              on_step)
     return objective, model, result
 
@@ -74,10 +74,10 @@ def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[i
 
 
 def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-                 out_dir: str | Path, device: torch.device, on_epoch: EpochCallback | None = None,
+                 out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                  resume_key: str = "", tokenizer: TextTokenizer | None = None,
                  on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
-    """Trains the image encoder with a VQA head on top; writes encoder.pt (the dual encoder) to out_dir.
+    """Trains the image encoder with a VQA head on top; writes the dual encoder to `out`.
 
     Each batch is `cfg.batch_size` images with all of their questions: the CNN runs once per image.
     Checkpoints every epoch; a checkpoint with the same `resume_key` is continued, not redone.
@@ -89,7 +89,6 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     index = {a: i for i, a in enumerate(answers)}
     questions, val_questions = _questions(train, index), _questions(val, index)
     seed_everything(cfg.seed)
-    out_dir = Path(out_dir)
     encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer)
     enc = encoder.image_encoder
     head = VQAHead(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, len(answers), enc_cfg.word_dim,
@@ -138,9 +137,9 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     per_rank, size = -(-len(keep) // distributed.world()), max(1, cfg.batch_size // distributed.world())
     steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_vqa_acc", "max", has_val, cfg.weight_decay)
-    result = fit(model, fit_cfg, batches, step, validate, checkpoint=out_dir / CHECKPOINT_FILE, on_epoch=on_epoch,
+    result = fit(model, fit_cfg, batches, step, validate, checkpoint=out.checkpoint, on_epoch=on_epoch,
                  resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
                  step_every=max(1, cfg.log_every_steps))
     if distributed.is_main():
-        save_encoder(encoder, enc_cfg, vocab_size, out_dir / ENCODER_FILE)
+        save_encoder(encoder, enc_cfg, vocab_size, out.encoder)
     return encoder, result

@@ -24,8 +24,8 @@ def test_overrides_are_typed_like_the_command_line():
 
 
 def test_bad_values_name_the_field():
-    with pytest.raises(ValueError, match="text_rnn"):
-        load_config("smoke", {"encoder.text_rnn": "rnn9"})
+    with pytest.raises(ValueError, match="text_encoder"):
+        load_config("smoke", {"encoder.text_encoder": "rnn9"})
     with pytest.raises(ValueError, match="split"):
         load_config("smoke", {"ingest.split": [0.5, 0.5, 0.5]})
     with pytest.raises(ValueError, match="unknown preset"):
@@ -44,3 +44,25 @@ def test_flat_params_cover_every_leaf():
     flat = load_config("demo").flat()
     assert flat["pretrain.epochs"] == load_config("demo").pretrain.epochs
     assert "encoder.image_arch" in flat and "ingest.split" in flat
+
+
+def test_a_preset_named_in_the_data_is_applied_once_and_fields_beside_it_win(tmp_path):
+    cfg = PipelineConfig.model_validate({"preset": "smoke", "pretrain": {"epochs": 5}})
+    smoke = load_config("smoke")
+    assert cfg.preset is None  # applied: a built config starts from nothing again
+    assert cfg.pretrain.epochs == 5 and cfg.pretrain.batch_size == smoke.pretrain.batch_size
+    assert cfg.model_copy(update={"pretrain": smoke.pretrain}) == smoke
+    assert PipelineConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # a round trip changes nothing
+    child = tmp_path / "child.yaml"  # a preset file may start from another preset
+    child.write_text("preset: smoke\nheads:\n  epochs: 9\n")
+    assert load_config(child).heads.epochs == 9 and load_config(child).heads.hidden == smoke.heads.hidden
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"preset: {loop}\n")
+    with pytest.raises(ValueError, match="loop"):
+        load_config(loop)
+
+
+def test_the_preset_is_not_a_parameter_or_part_of_a_digest():
+    cfg = load_config("demo")
+    assert "preset" not in cfg.flat()
+    assert cfg.digest() == load_config("demo", {"pretrain.log_every_steps": 5}).digest()

@@ -61,11 +61,11 @@ def _shard_order_features(model: DualEncoder, samples: Path, tokens: Path, batch
             "image_grid": torch.cat([o.grid.flatten(1) for o in outs]).numpy(), "text": text.numpy()}
 
 
-@pytest.mark.parametrize("text_rnn", ["gru", "lstm", "transformer"])
-def test_extract_shard_matches_shard_order_batching(shards, tmp_path, text_rnn):
+@pytest.mark.parametrize("text_encoder", ["gru", "lstm", "transformer"])
+def test_extract_shard_matches_shard_order_batching(shards, tmp_path, text_encoder):
     samples, tokens = shards
     torch.manual_seed(0)
-    cfg = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2, text_rnn=text_rnn,
+    cfg = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2, text_encoder=text_encoder,
                         max_text_len=16)
     model = build_dual_encoder(cfg, VOCAB).eval()
     out = tmp_path / "features-00000.parquet"

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from servers import aws_env, moto_server
 
+from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
@@ -64,7 +65,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def local_ingest(s3: dict) -> dict:
-    out = s3["tmp"] / "out-local"
+    out = ProcessedDir(s3["tmp"] / "out-local")
     report = ingest(open_source(s3["root"]), out, CFG, workers=1)
     return {"report": report, "out": out}
 
@@ -111,21 +112,21 @@ def _columns_without(table, drop: str) -> dict:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ingest_from_s3_matches_local(s3: dict, local_ingest: dict, workers: int):
-    out = s3["tmp"] / f"out-s3-w{workers}"
+    out = ProcessedDir(s3["tmp"] / f"out-s3-w{workers}")
     report = ingest(open_source(f"s3://{BUCKET}/shapes"), out, CFG, workers=workers)
     ref, ref_out = local_ingest["report"], local_ingest["out"]
     assert (ref.records_in, ref.accepted, ref.rejected) == (42, 40, 2)
     assert (report.records_in, report.accepted, report.rejected) == (ref.records_in, ref.accepted, ref.rejected)
     assert report.source["uri"] == f"s3://{BUCKET}/shapes" and report.source["files"] == ref.source["files"]
 
-    names = sorted(p.name for p in out.glob("samples-*.parquet"))
-    assert names == sorted(p.name for p in ref_out.glob("samples-*.parquet")) and len(names) == 3
-    for name in names:
-        assert (out / name).read_bytes() == (ref_out / name).read_bytes(), name
+    indexes = list(out.shard_files("samples"))
+    assert indexes == list(ref_out.shard_files("samples")) == [0, 1, 2]
+    for index in indexes:
+        assert out.samples(index).read_bytes() == ref_out.samples(index).read_bytes(), index
 
     # Rejections: the same rows, except that the message names where the file was looked for.
-    s3_rejects = pq.read_table(sorted(out.glob("rejects-*.parquet")))
-    local_rejects = pq.read_table(sorted(ref_out.glob("rejects-*.parquet")))
+    s3_rejects = pq.read_table(list(out.shard_files("rejects").values()))
+    local_rejects = pq.read_table(list(ref_out.shard_files("rejects").values()))
     assert _columns_without(s3_rejects, "message") == _columns_without(local_rejects, "message")
     rows = {r["sample_id"]: r for r in s3_rejects.to_pylist()}
     assert {k: r["reason"] for k, r in rows.items()} == s3["bad"]
@@ -147,7 +148,7 @@ def _strings(value) -> Iterator[str]:
 def test_sample_shards_hold_no_location(s3: dict, local_ingest: dict):
     """What makes the shards of a local and an S3 ingest identical: no root, absolute path or URI in them."""
     out = local_ingest["out"]
-    tables = [pq.read_table(p) for p in sorted(out.glob("samples-*.parquet"))]
+    tables = [pq.read_table(p) for p in out.shard_files("samples").values()]
     assert sum(t.num_rows for t in tables) == 40
     roots = (str(s3["root"]), str(s3["tmp"]), "s3://", BUCKET)
     for table in tables:
@@ -160,12 +161,12 @@ def test_sample_shards_hold_no_location(s3: dict, local_ingest: dict):
 
 def test_workers_use_the_current_s3_environment(s3: dict, tmp_path: Path):
     # Make sure the forkserver is running, started (here or earlier) under some other environment.
-    ingest(open_source(s3["root"]), tmp_path / "warm", CFG, workers=2)
+    ingest(open_source(s3["root"]), ProcessedDir(tmp_path / "warm"), CFG, workers=2)
     root = tmp_path / "fresh"
     make_dataset(root, 4)
     with moto_server() as endpoint, aws_env(endpoint):  # a second server, with a bucket only it has
         upload(endpoint, "mm-fresh", root, "shapes")
-        report = ingest(open_source("s3://mm-fresh/shapes"), tmp_path / "out", CFG, workers=2)
+        report = ingest(open_source("s3://mm-fresh/shapes"), ProcessedDir(tmp_path / "out"), CFG, workers=2)
     assert (report.accepted, report.rejected) == (4, 2)
 
 
@@ -202,8 +203,8 @@ def test_formats_with_embedded_images_read_from_s3(s3: dict, tmp_path: Path, pre
         upload(s3["endpoint"], BUCKET, local, "embedded")
     source = open_source(f"s3://{BUCKET}/embedded/{prefix}")
     assert source.format == fmt  # detected over S3 (Parquet needs random access: it reads its footer first)
-    report = ingest(source, tmp_path / "out", CFG, workers=2)
+    report = ingest(source, ProcessedDir(tmp_path / "out"), CFG, workers=2)
     assert (report.records_in, report.accepted, report.rejected) == (6, 6, 0)
-    local_report = ingest(open_source(local / prefix), tmp_path / "out-local", CFG, workers=1)
+    local_report = ingest(open_source(local / prefix), ProcessedDir(tmp_path / "out-local"), CFG, workers=1)
     assert [Path(s.samples_path).read_bytes() for s in report.shards] == \
         [Path(s.samples_path).read_bytes() for s in local_report.shards]

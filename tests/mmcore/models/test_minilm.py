@@ -117,7 +117,7 @@ def _samples(tok: TextTokenizer, n: int) -> SampleSet:
 
 
 def test_pretrain_with_minilm_saves_and_reloads_without_the_tokenizer(encoder, tok, tmp_path):
-    enc_cfg = EncoderConfig(image_arch="smallcnn", text_rnn="minilm", embed_dim=8, grid=2)
+    enc_cfg = EncoderConfig(image_arch="smallcnn", text_encoder="minilm", embed_dim=8, grid=2)
     cfg = PretrainConfig(epochs=1, batch_size=4, device="cpu")
     model, result = pretrain(_samples(tok, 8), _samples(tok, 4), enc_cfg, cfg, tok.vocab_size, tmp_path,
                              torch.device("cpu"), resume_key="k", tokenizer=tok)

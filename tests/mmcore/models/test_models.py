@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mmcore.config import EncoderConfig
+from mmcore.models.builders import HeadDims, build_captioner, build_vqa
 from mmcore.models.contrastive import build_dual_encoder
-from mmcore.models.heads import CaptionDecoder, VQAHead
 from mmcore.models.image_encoders import build_image_encoder
 from mmcore.models.text_encoders import RNNTextEncoder
 
@@ -63,9 +63,10 @@ def test_dual_encoder_embeddings_are_unit_vectors():
 
 def test_heads_shapes_and_greedy_decoding_stops_at_eos():
     grid, pooled = torch.randn(4, 24, 4), torch.randn(4, 16)
-    vqa = VQAHead(30, 24, 16, 4, n_answers=7, word_dim=8, hidden=16)
+    dims = HeadDims(vocab_size=30, grid_dim=24, pooled_dim=16, cells=4, hidden=16, word_dim=8)
+    vqa = build_vqa(dims, n_answers=7)
     assert vqa(grid, pooled, torch.tensor([[2, 5, 3]] * 4)).shape == (4, 7)
-    dec = CaptionDecoder(30, 24, 16, 4, word_dim=8, hidden=16)
+    dec = build_captioner(dims)
     assert dec(grid, pooled, torch.tensor([[2, 5, 6]] * 4)).shape == (4, 3, 30)
     with torch.no_grad():
         dec.out.bias.fill_(-1e4)

@@ -9,7 +9,7 @@ from mmcore.models.contrastive import build_dual_encoder
 from mmcore.models.text_encoders import TransformerTextEncoder
 from mmcore.training.contrastive import load_encoder, save_encoder
 
-CFG = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=16, embed_dim=16, grid=2, text_rnn="transformer",
+CFG = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=16, embed_dim=16, grid=2, text_encoder="transformer",
                     text_layers=2, text_heads=4, max_text_len=8)
 
 
@@ -80,10 +80,10 @@ def test_transformer_encoder_checkpoint_round_trips(tmp_path):
 
 def test_unknown_text_encoder_names_the_choices():
     with pytest.raises(ValueError, match="transformer"):
-        EncoderConfig(text_rnn="rnn9")
+        EncoderConfig(text_encoder="rnn9")
     # A config that skipped validation still fails clearly when the model is built.
-    bad = CFG.model_copy(update={"text_rnn": "rnn9"})
+    bad = CFG.model_copy(update={"text_encoder": "rnn9"})
     with pytest.raises(ValueError, match=r"'gru', 'lstm', 'transformer'"):
         build_dual_encoder(bad, vocab_size=30)
     with pytest.raises(ValueError, match="text_heads"):
-        EncoderConfig(text_rnn="transformer", text_hidden=10, text_heads=4)
+        EncoderConfig(text_encoder="transformer", text_hidden=10, text_heads=4)

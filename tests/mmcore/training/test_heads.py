@@ -6,7 +6,17 @@ import torch
 from mmcore.config import HeadsConfig
 from mmcore.evaluation import evaluate_vqa
 from mmcore.features import FeatureSet
-from mmcore.training.heads import load_heads, save_heads, train_heads
+from mmcore.models.builders import (
+    HeadDims,
+    build_blind_vqa,
+    build_captioner,
+    build_generator,
+    build_translator,
+    build_vqa,
+)
+from mmcore.models.heads import BlindVQA
+from mmcore.training.heads import Heads, load_heads, save_heads, train_heads
+from mmcore.training.loop import pad_batch
 
 COLOUR_Q, SHAPE_Q = [2, 5, 6, 3], [2, 7, 8, 3]  # "what colour is it?", "is it a shape?"
 CFG = HeadsConfig(epochs=6, batch_size=32, lr=5e-3, hidden=32, word_dim=16, device="cpu")
@@ -75,3 +85,31 @@ def test_vqa_training_repeats_bit_for_bit_with_repeated_questions():
     a, _ = train_vqa(data, _features(20, 1), cfg, 60, torch.device("cpu"))
     b, _ = train_vqa(data, _features(20, 1), cfg, 60, torch.device("cpu"))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_saved_heads_reload_with_typed_dims_and_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    dims = HeadDims(vocab_size=20, grid_dim=6, pooled_dim=5, cells=4, hidden=16, word_dim=8)
+    heads = Heads(build_vqa(dims, 3), ["red", "blue", "yes"], build_captioner(dims), "en", dims,
+                  {s: build_blind_vqa(dims, 3, s) for s in ("question", "image")}, build_translator(dims, 2),
+                  build_generator(dims, 2), ["en", "zh"])
+    save_heads(heads, tmp_path / "heads.pt")
+    raw = torch.load(tmp_path / "heads.pt", weights_only=True)
+    assert raw["dims"] == {"vocab_size": 20, "grid_dim": 6, "pooled_dim": 5, "cells": 4, "hidden": 16, "word_dim": 8}
+    again = load_heads(tmp_path / "heads.pt")
+    assert again.dims == dims and isinstance(again.dims, HeadDims)
+    assert (again.answers, again.caption_lang, again.text_langs) == (heads.answers, "en", ["en", "zh"])
+    assert {s: (type(m), m.sees) for s, m in again.vqa_blind.items()} == {"question": (BlindVQA, "question"),
+                                                                        "image": (BlindVQA, "image")}
+
+    g = torch.Generator().manual_seed(1)
+    grid, pooled = torch.randn(2, 6, 4, generator=g), torch.randn(2, 5, generator=g)
+    q, lang = pad_batch([[2, 5, 6, 3], [2, 7, 3]]), torch.tensor([0, 1])
+    with torch.no_grad():
+        for name in ("vqa", "captioner", "translator", "generator"):
+            old, new = getattr(heads, name).eval(), getattr(again, name)
+            args = {"vqa": (grid, pooled, q), "captioner": (grid, pooled, q), "translator": (q, lang, q),
+                    "generator": (lang, q)}[name]
+            assert torch.equal(old(*args), new(*args)), name
+        for s, m in heads.vqa_blind.items():
+            assert torch.equal(m.eval()(grid, pooled, q), again.vqa_blind[s](grid, pooled, q)), s

@@ -11,20 +11,13 @@ import pytest
 import torch
 
 from mmcore.config import HeadsConfig
+from mmcore.evaluation import evaluate_generation, evaluate_translation
 from mmcore.features import FeatureSet
 from mmcore.models import decoding
+from mmcore.models.builders import build_generator, build_translator
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training.loop import pad_batch
-from mmcore.training.text_heads import (
-    build_generator,
-    build_translator,
-    evaluate_generation,
-    evaluate_translation,
-    parallel_pairs,
-    text_dims,
-    train_generator,
-    train_translator,
-)
+from mmcore.training.text_heads import head_dims, parallel_pairs, train_generator, train_translator
 
 CPU = torch.device("cpu")
 LANGS = ("en", "zh")
@@ -118,8 +111,8 @@ def test_beam_one_is_greedy_and_wider_beams_run(data, translator):
 
 
 def test_translator_rebuilds_from_its_state_dict(data, translator):
-    _, _, test, tok = data
-    again = build_translator(text_dims(tok.vocab_size, CFG), len(LANGS))
+    train, _, test, tok = data
+    again = build_translator(head_dims(train, tok.vocab_size, CFG), len(LANGS))
     again.load_state_dict(translator.state_dict())
     src = torch.tensor([parallel_pairs(test, "en", "zh")[0][0]])
     lang = torch.ones(1, dtype=torch.long)
@@ -160,7 +153,7 @@ def test_generator_state_after_a_prompt_matches_teacher_forcing(data, generator)
         forced = generator(lang, ids)  # (1, 6, V)
         logits, state = generator.step(torch.zeros(1, dtype=torch.long), generator.init_state(lang, [ids[0].tolist()]))
     torch.testing.assert_close(logits, forced[:, -1], atol=1e-5, rtol=1e-5)
-    rebuilt = build_generator(text_dims(generator.out.out_features, CFG), len(LANGS))
+    rebuilt = build_generator(head_dims(test, generator.out.out_features, CFG), len(LANGS))
     rebuilt.load_state_dict(generator.state_dict())
 
 

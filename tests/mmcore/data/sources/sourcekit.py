@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
 
 CFG = IngestConfig(image_size=16, min_side=8, shard_size=4, vocab_size=64)
@@ -26,9 +27,9 @@ def write_json(path: Path, doc: object) -> Path:
     return path
 
 
-def read_rows(out: Path, kind: str) -> list[dict]:
-    """All rows of the `kind` ("samples" or "rejects") shards under `out`, in shard order."""
-    return pa.concat_tables([pq.read_table(p) for p in sorted(out.glob(f"{kind}-*.parquet"))]).to_pylist()
+def read_rows(out: ProcessedDir, kind: str) -> list[dict]:
+    """All rows of the `kind` ("samples" or "rejects") shards in `out`, in shard order."""
+    return pa.concat_tables([pq.read_table(p) for p in out.shard_files(kind).values()]).to_pylist()
 
 
 def captions(sample: dict) -> list[tuple[str, str]]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sourcekit import CFG, read_rows, solid_png, write_json
 
-from mmcore.data.ingest import ingest
+from mmcore.catalog import ProcessedDir
+from mmcore.data.ingest import assign_split, ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.coco import CocoSource
 from mmcore.data.storage import Storage
@@ -60,24 +61,28 @@ def test_detects_and_reads_captions_files_only(coco):
 
 
 def test_ingest_accepts_good_and_rejects_bad_with_reasons(coco, tmp_path):
-    report = ingest(open_source(coco), tmp_path / "out", CFG, workers=1)
+    out = ProcessedDir(tmp_path / "out")
+    report = ingest(open_source(coco), out, CFG, workers=1)
     assert report.records_in == 6 == report.accepted + report.rejected
     assert (report.accepted, report.rejected) == (4, 2)
-    rejects = {r["sample_id"]: r for r in read_rows(tmp_path / "out", "rejects")}
+    rejects = {r["sample_id"]: r for r in read_rows(out, "rejects")}
     assert {k: r["reason"] for k, r in rejects.items()} == {"captions_train2017/3": "no_text",
                                                             "captions_train2017/4": "missing_file"}
     assert "000000000004.jpg" in rejects["captions_train2017/4"]["message"]
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert sorted(samples) == ["captions_train2017/1", "captions_train2017/2", "captions_val2017/7",
                                "captions_val2017/8"]
     assert samples["captions_val2017/7"]["split"] == "val" == samples["captions_val2017/8"]["split"]
-    assert samples["captions_train2017/1"]["split"] in ("train", "val")  # a given train split is cut in two
+    given_train = ("captions_train2017/1", "captions_train2017/2")  # cut into train and val by image digest
+    assert [samples[k]["split"] for k in given_train] == ["train", "train"]
+    assert [assign_split(samples[k]["image_sha256"], CFG.split, "train") for k in given_train] == ["train", "train"]
     assert [(c["lang"], c["text"]) for c in samples["captions_train2017/1"]["captions"]] == [
         ("en", "A red square."), ("en", "Another caption."), ("zh", "一个红色方块")]
     assert samples["captions_train2017/1"]["qa"] == []
 
 
 def test_top_level_file_pointed_at(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "flat"
     solid_png(root / "a.png", (1, 2, 3))
     solid_png(root / "sub" / "b.png", (200, 2, 3))
@@ -88,19 +93,20 @@ def test_top_level_file_pointed_at(tmp_path):
         assert isinstance(source, CocoSource)
         recs = list(source.records())
         assert [(r.key, r.image, r.split) for r in recs] == [("my/a", "a.png", None), ("my/b", "sub/b.png", None)]
-    report = ingest(open_source(ann, "coco"), tmp_path / "out", CFG)
+    report = ingest(open_source(ann, "coco"), out, CFG)
     assert (report.records_in, report.accepted, report.rejected) == (2, 2, 0)
 
 
 def test_no_image_found_falls_back_to_images_folder(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "c"
     write_json(root / "captions_test.json", {"images": [{"id": 5, "file_name": "x.jpg"}],
                                          "annotations": [{"image_id": 5, "caption": "gone"}]})
     (rec,) = open_source(root).records()
     assert (rec.image, rec.split) == ("images/x.jpg", "test")
-    report = ingest(open_source(root), tmp_path / "out", CFG)
+    report = ingest(open_source(root), out, CFG)
     assert (report.records_in, report.accepted, report.rejected) == (1, 0, 1)
-    assert read_rows(tmp_path / "out", "rejects")[0]["reason"] == "missing_file"
+    assert read_rows(out, "rejects")[0]["reason"] == "missing_file"
 
 
 def test_not_coco_is_not_detected(tmp_path):

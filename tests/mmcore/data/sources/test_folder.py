@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from sourcekit import CFG, read_rows
 
+from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.folder import FolderSource
@@ -38,6 +39,7 @@ def raw(tmp_path: Path) -> Path:
 
 
 def test_images_with_sidecars_and_every_problem(raw, tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     source = open_source(raw)
     assert isinstance(source, FolderSource)
     assert source.annotation_files() == ["a.txt", "bad.txt", "empty.txt", "orphan.txt", "sub/B.txt"]
@@ -45,18 +47,18 @@ def test_images_with_sidecars_and_every_problem(raw, tmp_path):
     assert [(r.number, r.key) for r in records] == [(1, "a.png"), (2, "bad.png"), (3, "empty.png"),
                                                     (4, "orphan.txt"), (5, "sub/B.PNG"), (6, "sub/deeper/c.jpg")]
 
-    report = ingest(open_source(raw, "folder"), tmp_path / "out", CFG, workers=1)
+    report = ingest(open_source(raw, "folder"), out, CFG, workers=1)
     assert report.records_in == 6 == report.accepted + report.rejected
     assert report.accepted == 2
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert [(c["lang"], c["text"]) for c in samples["a.png"]["captions"]] == [("en", "a red square"),
                                                                               ("zh", "一个红色方块")]
     assert [(c["lang"], c["text"]) for c in samples["sub/B.PNG"]["captions"]] == [("en", "a green square")]
-    rejects = {r["sample_id"]: (r["reason"], r["image_path"]) for r in read_rows(tmp_path / "out", "rejects")}
+    rejects = {r["sample_id"]: (r["reason"], r["image_path"]) for r in read_rows(out, "rejects")}
     assert rejects == {"bad.png": ("bad_encoding", None), "empty.png": ("no_text", "empty.png"),
                        "orphan.txt": ("missing_file", None), "sub/deeper/c.jpg": ("no_text", "sub/deeper/c.jpg")}
 
-    again = ingest(open_source(raw), tmp_path / "out", CFG, workers=1)  # keys and digests are stable
+    again = ingest(open_source(raw), out, CFG, workers=1)  # keys and digests are stable
     assert (again.kept, again.processed, again.accepted) == (6, 0, 2)
 
 

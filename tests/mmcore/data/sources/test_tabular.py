@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from sourcekit import CFG, captions, read_rows
 
+from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.tabular import CsvSource, ParquetSource
@@ -33,6 +34,7 @@ def _images(root: Path, *names: str) -> None:
 
 
 def test_csv_groups_rows_per_image_and_reports_bad_rows(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "raw"
     _images(root, "images/a.png", "images/b.png", "images/c.png", "images/d.png")
     lines = [b"image,caption,lang", b"images/a.png,a red square,en", "images/a.png,一个红色方块,".encode(),
@@ -45,28 +47,29 @@ def test_csv_groups_rows_per_image_and_reports_bad_rows(tmp_path):
     source = open_source(root)
     assert isinstance(source, CsvSource) and source.path == "captions.csv"
     assert isinstance(open_source(root / "captions.csv"), CsvSource)
-    report = ingest(open_source(root, "csv"), tmp_path / "out", CFG, workers=1)
+    report = ingest(open_source(root, "csv"), out, CFG, workers=1)
 
     assert report.records_in == 8 == report.accepted + report.rejected
     assert report.accepted == 4
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert sorted(samples) == ["images/a.png", "images/b.png", "images/c.png", "images/d.png"]
     assert captions(samples["images/a.png"]) == [("en", "a red square"), ("en", 'a red, quoted "square"'),
                                                   ("zh", "一个红色方块")]
     assert captions(samples["images/b.png"]) == [("en", "a green square"), ("en", "another green one")]
     assert captions(samples["images/c.png"]) == [("en", "a caption\nover two lines")]
     assert captions(samples["images/d.png"]) == [("zh", "蓝色的方块")]
-    rejects = {r["where"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")}
+    rejects = {r["where"]: r["reason"] for r in read_rows(out, "rejects")}
     # the bad rows inside b's group follow it, so b's captions stay one record
     assert rejects == {"captions.csv line 6": "malformed", "captions.csv line 8": "bad_encoding",
                        "captions.csv line 12": "missing_file", "captions.csv line 14": "malformed"}
     assert {s["record"] for s in samples.values()} == {1, 2, 5, 7}
 
-    again = ingest(open_source(root), tmp_path / "out", CFG, workers=1)  # keys and digests are stable
+    again = ingest(open_source(root), out, CFG, workers=1)  # keys and digests are stable
     assert (again.kept, again.processed, again.accepted) == (8, 0, 4)
 
 
 def test_tsv_without_header_is_positional_and_a_repeat_is_a_duplicate(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "raw"
     _images(root, "a.png", "b.png")
     (root / "labels.tsv").write_text("a.png\tone cat\na.png\t一只猫\nb.png\ttwo, dogs\ten\na.png\tagain\n",
@@ -75,12 +78,12 @@ def test_tsv_without_header_is_positional_and_a_repeat_is_a_duplicate(tmp_path):
     with pytest.raises(SourceError, match=r"2 CSV/TSV files \(labels.tsv, other.csv\)"):
         open_source(root)
 
-    report = ingest(open_source(root / "labels.tsv"), tmp_path / "out", CFG, workers=1)
+    report = ingest(open_source(root / "labels.tsv"), out, CFG, workers=1)
     assert (report.records_in, report.accepted, report.rejected) == (3, 2, 1)
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert captions(samples["a.png"]) == [("en", "one cat"), ("zh", "一只猫")]
     assert captions(samples["b.png"]) == [("en", "two, dogs")]  # a comma is not a TSV delimiter
-    assert [r["reason"] for r in read_rows(tmp_path / "out", "rejects")] == ["duplicate"]
+    assert [r["reason"] for r in read_rows(out, "rejects")] == ["duplicate"]
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -96,6 +99,7 @@ def test_csv_that_is_not_the_format_fails_before_reading(tmp_path, content, expe
 
 
 def test_parquet_bytes_column_with_ids_lang_and_qa(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "raw"
     root.mkdir()
     table = pa.table({
@@ -109,17 +113,18 @@ def test_parquet_bytes_column_with_ids_lang_and_qa(tmp_path):
     pq.write_table(table, root / "train.parquet", row_group_size=2)
 
     assert isinstance(open_source(root), ParquetSource)
-    report = ingest(open_source(root / "train.parquet", "parquet"), tmp_path / "out", CFG, workers=1)
+    report = ingest(open_source(root / "train.parquet", "parquet"), out, CFG, workers=1)
     assert (report.records_in, report.accepted, report.rejected) == (5, 2, 3)
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert captions(samples["s1"]) == [("en", "a red square")]
     assert samples["s1"]["qa"] == [{"question": "what color is it?", "answer": "red", "type": "other"}]
     assert captions(samples["s2"]) == [("zh", "蓝色的方块")]
-    rejects = {r["sample_id"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")}
+    rejects = {r["sample_id"]: r["reason"] for r in read_rows(out, "rejects")}
     assert rejects == {"s3": "no_text", "s4": "missing_file", "s5": "undecodable"}
 
 
 def test_parquet_folder_of_hf_structs_and_path_columns(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "raw"
     _images(root, "imgs/p.png", "imgs/q.png")
     (root / "data").mkdir()
@@ -134,15 +139,15 @@ def test_parquet_folder_of_hf_structs_and_path_columns(tmp_path):
     source = open_source(root)  # nothing at the top: found in the recursive listing
     assert isinstance(source, ParquetSource)
     assert source.annotation_files() == ["data/train-0.parquet", "data/train-1.parquet"]
-    report = ingest(source, tmp_path / "out", CFG, workers=1)
+    report = ingest(source, out, CFG, workers=1)
     assert (report.records_in, report.accepted, report.rejected) == (4, 3, 1)
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert captions(samples["data/train-0.parquet#1"]) == [("en", "one square")]
     assert samples["data/train-0.parquet#1"]["image_path"] == "x.png"
     assert captions(samples["data/train-0.parquet#2"]) == [("zh", "二")]
     assert samples["data/train-0.parquet#2"]["image_path"] == "imgs/p.png"
     assert captions(samples["data/train-1.parquet#1"]) == [("en", "first"), ("zh", "第二")]
-    rejects = read_rows(tmp_path / "out", "rejects")
+    rejects = read_rows(out, "rejects")
     assert [(r["sample_id"], r["reason"], r["where"]) for r in rejects] == [
         ("data/train-1.parquet#2", "no_text", "data/train-1.parquet row 2")]
 

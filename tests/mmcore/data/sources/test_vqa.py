@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sourcekit import CFG, read_rows, solid_png, write_json
 
-from mmcore.data.ingest import ingest
+from mmcore.catalog import ProcessedDir
+from mmcore.data.ingest import assign_split, ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.vqa import EasyVQASource, VQASource, easy_qa_type
 from mmcore.data.storage import Storage
@@ -64,11 +65,12 @@ def test_vqa_records_pair_files_and_find_images_by_id(vqa):
 
 
 def test_vqa_ingest(vqa, tmp_path):
-    report = ingest(open_source(vqa), tmp_path / "out", CFG, workers=1)
+    out = ProcessedDir(tmp_path / "out")
+    report = ingest(open_source(vqa), out, CFG, workers=1)
     assert report.records_in == 5 == report.accepted + report.rejected
     assert (report.accepted, report.rejected) == (3, 2)
-    assert sorted(r["reason"] for r in read_rows(tmp_path / "out", "rejects")) == ["malformed", "missing_file"]
-    samples = {s["sample_id"].rsplit("/", 1)[1]: s for s in read_rows(tmp_path / "out", "samples")}
+    assert sorted(r["reason"] for r in read_rows(out, "rejects")) == ["malformed", "missing_file"]
+    samples = {s["sample_id"].rsplit("/", 1)[1]: s for s in read_rows(out, "samples")}
     assert sorted(samples) == ["25", "5", "9"]
     assert samples["9"]["qa"] == [{"question": "What color is the cat?", "answer": "black", "type": "other"},
                                   {"question": "Is it a cat?", "answer": "yes", "type": "other"}]
@@ -153,16 +155,19 @@ def test_easy_vqa_records(easy):
 
 
 def test_easy_vqa_ingest(easy, tmp_path):
-    report = ingest(open_source(easy), tmp_path / "out", CFG, workers=1)
+    out = ProcessedDir(tmp_path / "out")
+    report = ingest(open_source(easy), out, CFG, workers=1)
     assert report.records_in == 7 == report.accepted + report.rejected
     assert (report.accepted, report.rejected) == (5, 2)
-    assert {r["sample_id"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")} == {
+    assert {r["sample_id"]: r["reason"] for r in read_rows(out, "rejects")} == {
         "train/2": "no_text", "train/3": "missing_file"}
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert samples["test/1"]["split"] == "test" == samples["test/0"]["split"]
     assert samples["test/1"]["qa"] == [{"question": "is there not a gray shape?", "answer": "yes", "type": "yes/no"}]
     assert samples["test/0"]["qa"][0]["type"] == "other"
-    assert {samples[k]["split"] for k in ("train/0", "train/1", "train/10")} <= {"train", "val"}
+    given_train = ("train/0", "train/1", "train/10")  # cut into train and val by image digest
+    assert [samples[k]["split"] for k in given_train] == ["train", "train", "train"]
+    assert [assign_split(samples[k]["image_sha256"], CFG.split, "train") for k in given_train] == ["train"] * 3
     assert sum(len(s["qa"]) for s in samples.values()) == 7  # train/3's question went with its rejected record
 
 

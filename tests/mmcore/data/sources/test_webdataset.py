@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from sourcekit import CFG, captions, read_rows
 
+from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.webdataset import WebDatasetSource
@@ -40,6 +41,7 @@ def _json(data: object) -> bytes:
 
 
 def test_shards_of_samples_with_every_problem(tmp_path):
+    out = ProcessedDir(tmp_path / "out")
     root = tmp_path / "raw"
     _tar(root / "shard-000.tar", [
         ("000.jpg", _image(1, "JPEG")), ("000.txt", "a red square\n\n一个红色方块\n".encode()),
@@ -57,10 +59,10 @@ def test_shards_of_samples_with_every_problem(tmp_path):
     source = open_source(root)
     assert isinstance(source, WebDatasetSource)
     assert source.annotation_files() == ["shard-000.tar", "shard-001.tar.gz"]
-    report = ingest(open_source(root, "webdataset"), tmp_path / "out", CFG, workers=1)
+    report = ingest(open_source(root, "webdataset"), out, CFG, workers=1)
     assert report.records_in == 8 == report.accepted + report.rejected
     assert report.accepted == 4
-    samples = {s["sample_id"]: s for s in read_rows(tmp_path / "out", "samples")}
+    samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert sorted(samples) == ["shard-000.tar/000", "shard-000.tar/001", "shard-000.tar/002",
                                "shard-001.tar.gz/sub/x"]
     assert captions(samples["shard-000.tar/000"]) == [("en", "a red square"), ("zh", "一个红色方块")]
@@ -69,11 +71,11 @@ def test_shards_of_samples_with_every_problem(tmp_path):
     assert samples["shard-000.tar/001"]["qa"] == [{"question": "what color?", "answer": "green", "type": "other"}]
     assert captions(samples["shard-000.tar/002"]) == [("zh", "蓝色")]
     assert captions(samples["shard-001.tar.gz/sub/x"]) == [("en", "a yellow square")]
-    rejects = {r["sample_id"]: r["reason"] for r in read_rows(tmp_path / "out", "rejects")}
+    rejects = {r["sample_id"]: r["reason"] for r in read_rows(out, "rejects")}
     assert rejects == {"shard-000.tar/003": "no_text", "shard-000.tar/004": "missing_file",
                        "shard-000.tar/005": "malformed", "shard-000.tar/006": "bad_encoding"}
 
-    again = ingest(open_source(root), tmp_path / "out", CFG, workers=1)  # keys and digests are stable
+    again = ingest(open_source(root), out, CFG, workers=1)  # keys and digests are stable
     assert (again.kept, again.processed, again.accepted) == (8, 0, 4)
 
 

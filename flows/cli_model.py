@@ -1,0 +1,88 @@
+"""`mm caption / ask / search / translate / generate`: the registered @champion model answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flows.cli_options import console, fail
+from mmcore.config import PipelineConfig
+
+model_app = typer.Typer()
+ModelUri = Annotated[str | None, typer.Option("--model", "-m",
+                                              help="model URI (default models:/mmcore-<dataset>@champion)")]
+DatasetName = Annotated[str, typer.Option("--dataset", "-d", help="dataset whose champion to use")]
+
+
+def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]], params: dict[str, Any] | None = None):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    uri = model or f"models:/{PipelineConfig(dataset=dataset).model_name}@champion"
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MLflow raises its own types for a missing model or alias
+        raise fail(f"could not load {uri}: {str(exc).splitlines()[0]}; run `mm demo` or `mm pipeline` first",
+                   1) from None
+    return loaded.predict(pd.DataFrame(rows), params=params)
+
+
+def _image_b64(path: Path) -> str:
+    if not path.is_file():
+        raise fail(f"{path} is not a file")
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@model_app.command()
+def caption(image: Path, model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Caption an image with the champion model."""
+    out = _predict(model, dataset, [{"task": "caption", "image": _image_b64(image)}])
+    console.print(out["answer"][0])
+
+
+@model_app.command()
+def ask(image: Path, question: str, model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Answer a question about an image with the champion model."""
+    out = _predict(model, dataset, [{"task": "ask", "image": _image_b64(image), "question": question}])
+    console.print(f"{out['answer'][0]}  (p={out['score'][0]:.2f})")
+
+
+@model_app.command()
+def search(text: str, k: Annotated[int, typer.Option("-k", help="results to show")] = 5,
+           model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Find the dataset images that best match a text."""
+    out = _predict(model, dataset, [{"task": "search", "text": text}], {"k": k})
+    table = Table(title=f"images matching {text!r}")
+    for col in ("rank", "score", "sample", "image"):
+        table.add_column(col)
+    for rank, m in enumerate(json.loads(out["matches"][0]), 1):
+        table.add_row(str(rank), f"{m['score']:.3f}", m["sample_id"], m["image_path"])
+    console.print(table)
+
+
+@model_app.command()
+def translate(text: str, to: Annotated[str, typer.Option("--to", help="target language, e.g. en or zh")] = "zh",
+              model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Translate a caption between the model's caption languages (English <-> Chinese on the demo)."""
+    out = _predict(model, dataset, [{"task": "translate", "text": text, "lang": to}])
+    console.print(out["answer"][0])
+
+
+@model_app.command()
+def generate(prompt: str, lang: Annotated[str, typer.Option(help="language to write")] = "en",
+             n: Annotated[int, typer.Option("-n", help="texts to sample")] = 3,
+             temperature: Annotated[float, typer.Option(help="> 1 more varied, < 1 more likely text")] = 1.0,
+             top_k: Annotated[int, typer.Option(help="sample among the k likeliest tokens (0: all)")] = 0,
+             top_p: Annotated[float, typer.Option(help="nucleus sampling mass (1: off)")] = 0.9,
+             seed: Annotated[int, typer.Option(help="-1: a different draw every time")] = -1,
+             model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
+    """Continue a prompt with the champion model's text generator."""
+    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    out = _predict(model, dataset, [{"task": "generate", "text": prompt, "lang": lang}] * n, params)
+    for text in out["answer"]:
+        console.print(text)

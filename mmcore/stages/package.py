@@ -1,0 +1,58 @@
+"""Package: a trained model's files (encoder, heads, tokenizer, the image index text search ranks) and
+what inference needs to know, in one folder: what registration logs as the model's artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmcore.catalog import Catalog, ProcessedDir
+from mmcore.config import PipelineConfig
+from mmcore.data.storage import is_uri
+from mmcore.features import image_index
+from mmcore.inference import write_bundle
+from mmcore.io import combined_digest, file_sha256
+
+
+@dataclass(frozen=True)
+class Package:
+    bundle: Path
+    model_digest: str  # what identifies the model's behaviour: its files and the index it searches
+    test_digest: str  # the test split it was scored on (the champion gate compares only equal ones)
+
+
+def model_digest(cat: Catalog) -> str:
+    """The digest of the checkpoints, the tokenizer and the image index a model of `cat` is made of."""
+    return combined_digest([cat.pretrain.digest(), cat.heads.digest(), file_sha256(cat.processed.tokenizer),
+                            cat.features.digest()])
+
+
+def run(cfg: PipelineConfig, cat: Catalog, out: Path, metrics: dict[str, float]) -> Package:
+    """Write the bundle of the model `cat` names into `out`, with its test metrics."""
+    raw = cat.raw_uri if is_uri(cat.raw_uri) else str(Path(cat.raw_uri).resolve())
+    meta: dict[str, Any] = {
+        "dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
+        "max_caption_len": cfg.heads.max_caption_len, "raw_root": raw,  # where search results' image paths start
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+    bundle = write_bundle(out, cat.pretrain.encoder, cat.heads.heads, cat.processed.tokenizer,
+                          image_index(cat.features, cat.processed), meta)
+    return Package(bundle, model_digest(cat), split_digest(cat.processed, "test"))
+
+
+def split_digest(processed: ProcessedDir, split: str = "test") -> str:
+    """Content digest of one split: its sample ids, the images the model sees, captions and QA, in order.
+
+    Two models whose digests match were scored on the same examples with the same labels.
+    """
+    digest = hashlib.sha256(split.encode())
+    for shard in processed.listed("samples"):
+        table = pq.read_table(shard, columns=["sample_id", "split", "image", "captions", "qa"])
+        for row in table.filter(pc.equal(table["split"], split)).to_pylist():
+            digest.update(row["sample_id"].encode() + b"\0" + hashlib.sha256(row["image"]).digest())
+            digest.update(repr((row["captions"], row["qa"])).encode())
+    return digest.hexdigest()

@@ -1,0 +1,123 @@
+"""Pretrain: the image and text encoders aligned in one embedding space (or, for data without captions, the
+image encoder trained through a VQA head), resumed from its checkpoint when a run was killed.
+
+With `pretrain.processes` > 1 the training runs as that many data-parallel processes under torchrun
+(`mmcore.stages.torchrun`): this process launches them, hands them the config and catalog in one file,
+and passes what rank 0 reports on to its hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mmcore.catalog import SECTIONS, Catalog, PretrainDir
+from mmcore.config import PipelineConfig
+from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
+from mmcore.io import file_sha256, write_json
+from mmcore.stages.hooks import Hooks
+from mmcore.training import distributed
+from mmcore.training.loop import FitResult, select_device
+from mmcore.training.vqa_pretrain import pretrain_encoder
+
+EVENT = "mm-event "  # prefix of the JSON lines rank 0 reports to the launcher
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    pretrain: PretrainDir
+    encoder_sha256: str
+    dataset_digest: str
+    objective: str  # contrastive or vqa
+    processes: int
+    train_samples: int
+    val_samples: int
+    resumed_from: int  # epochs a killed run had already done
+    final: dict[str, float]  # the last epoch's metrics
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [self.pretrain.encoder]
+
+
+def inputs(cfg: PipelineConfig, cat: Catalog) -> dict[str, str]:
+    """What the encoder depends on: the dataset, the config sections and where it is written."""
+    return {"dataset": cat.processed.digest(), "config": cfg.digest(*SECTIONS["pretrain"]),
+            "out": str(cat.pretrain.path.resolve())}
+
+
+def resume_key(cfg: PipelineConfig, cat: Catalog) -> str:
+    """The key a checkpoint is continued under: same data and same settings."""
+    return f"{cat.processed.digest()}:{cfg.digest(*SECTIONS['pretrain'])}"
+
+
+def run(cfg: PipelineConfig, cat: Catalog, hooks: Hooks | None = None, fresh: bool = False) -> PretrainResult:
+    """Train the encoders (in this process, or under torchrun); `fresh` discards an earlier run's checkpoint
+    instead of resuming it."""
+    hooks = hooks or Hooks()
+    if fresh:
+        cat.pretrain.checkpoint.unlink(missing_ok=True)
+    splits = read_manifest(cat.processed)["splits"]
+    if cfg.pretrain.processes > 1:
+        objective, resumed = _launch(cfg, cat, hooks)
+    else:
+        objective, fitted = train_here(cfg, cat, hooks)
+        resumed = fitted.resumed_from
+    hooks.flush()
+    history = torch.load(cat.pretrain.checkpoint, map_location="cpu", weights_only=True)["history"]
+    return PretrainResult(cat.pretrain, file_sha256(cat.pretrain.encoder), cat.processed.digest(), objective,
+                          cfg.pretrain.processes, splits.get("train", 0), splits.get("val", 0), resumed,
+                          dict(history[-1]) if history else {})
+
+
+def train_here(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, FitResult]:
+    """This process's part of the training: all of it, or one rank's under torchrun."""
+    if distributed.world() > 1 and cfg.pretrain.device == "auto":
+        device = distributed.local_device()
+    else:
+        device = select_device(cfg.pretrain.device)
+    if distributed.world() > 1 and device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads() // distributed.world()))  # ranks share the cores
+    tokenizer = load_tokenizer(cat.processed)
+    train, val = load_samples(cat.processed, ("train",)), load_samples(cat.processed, ("val",))
+    on_epoch = hooks.epoch_callback("", cfg.pretrain.epochs, len(train))
+    objective, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size, cat.pretrain,
+                                            device, on_epoch, resume_key(cfg, cat), tokenizer,
+                                            lambda step, metrics: hooks.step("", step, metrics))
+    return objective, result
+
+
+def _launch(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, int]:
+    """Runs `pretrain.processes` torchrun processes on this machine and waits for them.
+
+    Rank 0 reports epochs, steps and a summary as JSON lines, which go to `hooks` as they arrive; any
+    other output goes to `hooks.log` line by line. Returns the objective and the epoch resumed from.
+    """
+    write_json(cat.pretrain.launch_spec, {"config": cfg.model_dump(mode="json"), "catalog": cat.to_json()})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={cfg.pretrain.processes}", "-m", "mmcore.stages.torchrun",
+           "--spec", str(cat.pretrain.launch_spec), "--events"]
+    hooks.log(f"starting {cfg.pretrain.processes} data-parallel processes: {' '.join(cmd)}")
+    summary: dict = {}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout or []:
+            line = line.rstrip()
+            if not line.startswith(EVENT):
+                if line:
+                    hooks.log(line)
+                continue
+            event = json.loads(line[len(EVENT):])
+            if event["kind"] == "epoch":
+                hooks.epoch("", event["epoch"], cfg.pretrain.epochs, event["metrics"], event.get("items"))
+            elif event["kind"] == "step":
+                hooks.step("", event["step"], event["metrics"])
+            else:
+                summary = event
+    if proc.returncode or not summary:
+        raise RuntimeError(f"data-parallel pretraining failed (exit {proc.returncode}); its output is in the log above")
+    return summary["objective"], int(summary["resumed_from"])

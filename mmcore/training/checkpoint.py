@@ -1,0 +1,94 @@
+"""Training checkpoints: a run's full state, written atomically by rank 0 and resumed under the same key.
+
+A checkpoint holds the model, optimizer and scheduler states, every RNG state the step may draw from,
+the early-stopping state (with a monitor), the metrics history and the number of epochs done. It is
+saved as tensors and plain numbers only, so it loads with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmcore.io import save_torch
+from mmcore.training import distributed
+
+
+class Stateful(Protocol):
+    """Anything with a state dict: optimizers, schedulers, the early-stopping state."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch, Python, NumPy and CUDA RNG states as tensors and plain numbers (loadable with weights_only)."""
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "rng": torch.get_rng_state(),
+        "py_rng": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "np_rng": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores the RNG states `rng_state` returned; CUDA's only on as many devices as it was saved from."""
+    torch.set_rng_state(state["rng"])
+    version, mt, gauss = state["py_rng"]
+    random.setstate((version, tuple(mt.tolist()), gauss))
+    keys, pos, has_gauss, cached = state["np_rng"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: Stateful, scheduler: Stateful, epoch: int,
+                    history: list[dict[str, float]], key: str, best: dict[str, Any] | None = None) -> None:
+    """Writes the full state after `epoch` epochs, atomically; a no-op on every rank but 0.
+
+    `best` is the early-stopping state, saved only when given (runs with a monitor).
+    """
+    if not distributed.is_main():
+        return
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             **rng_state(), "epoch": epoch, "history": history, "key": key}
+    if best is not None:
+        state["best"] = best
+    save_torch(state, path)
+
+
+def load_checkpoint(path: str | Path, key: str) -> dict[str, Any] | None:
+    """The state saved at `path` under `key`; None when there is no file or it was written under another key."""
+    if not Path(path).exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("key") == key else None
+
+
+def resume(path: str | Path, key: str, model: nn.Module, optimizer: Stateful, scheduler: Stateful,
+           best: Stateful) -> tuple[int, list[dict[str, float]]]:
+    """Loads a checkpoint saved under `key` into the given objects and the RNGs.
+
+    Returns the number of epochs already done (the epoch to start at) and their metrics history; without
+    such a checkpoint nothing is touched and the run starts at (0, []).
+    """
+    state = load_checkpoint(path, key)
+    if state is None:
+        return 0, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state)
+    if "best" in state:  # only runs with a monitor save it
+        best.load_state_dict(state["best"])
+    return int(state["epoch"]), list(state["history"])
