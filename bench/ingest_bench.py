@@ -12,8 +12,10 @@ Three measurements in one run; prints markdown tables and writes bench/results/i
 a. Ingest throughput on the same `--images` photo-like 640x480 JPEGs (canonical layout, generated once
    with a fixed seed and cached under `--work`; generation is not timed): a naive single-process loop
    (Pillow open, convert("RGB"), resize to 64x64, PNG-encode, write a file; no draft mode) vs
-   `ingest(..., workers=1)` vs `ingest(..., workers=2)`. Best of `--repeat` runs each, runs interleaved,
-   every run into a fresh output folder. Also the CPU seconds of the main process and of its pool.
+   `ingest(..., workers=1)` vs `ingest(..., workers=2)` (`mmcore.data.ingest.ingest` into a `ProcessedDir`: the
+   ingest stage's decode-and-shard steps, without its tokenizer, token shards and manifest). Best of `--repeat`
+   runs each, runs interleaved, every run into a fresh output folder. Also the CPU seconds of the main process
+   and of its pool.
 b. Peak RSS of `ingest(..., workers=1)` on tiny distinct 16x16 PNGs at each of `--memory-sizes`
    records, each ingest in a fresh subprocess (peak RSS = the child's own VmHWM, see _peak_rss_mb).
 c. Writing and reading a feature matrix (`--feature-rows` x 256 embedding + rows x G*cells grid, G=664
@@ -47,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
 from mmcore.data.shards import vectors, vectors_to_numpy, write_table
@@ -267,7 +270,7 @@ def bench_throughput(work: Path, n: int, repeat: int, idle_wait: float) -> dict:
                 if name == "naive":
                     done = naive_loop(root, out)
                 else:
-                    report = ingest(open_source(root), out, cfg, workers=int(name[-1]))
+                    report = ingest(open_source(root), ProcessedDir(out), cfg, workers=int(name[-1]))
                     if report.accepted != n:
                         raise RuntimeError(f"{name}: {report.accepted} of {n} accepted ({report.rejected} rejected)")
                     done = report.accepted
@@ -322,8 +325,8 @@ def memory_child(annotations: str, out: str, trace: bool) -> None:
         tracemalloc.start(3)
     snap0 = tracemalloc.take_snapshot() if trace else None
     t0 = time.perf_counter()
-    report = ingest(open_source(annotations, "jsonl"), out, IngestConfig(image_size=16, min_side=8), workers=1,
-                    progress=lambda shard, rep: samples.append((rep.processed, round(_rss_mb(), 1))))
+    report = ingest(open_source(annotations, "jsonl"), ProcessedDir(Path(out)), IngestConfig(image_size=16, min_side=8),
+                    workers=1, progress=lambda shard, rep: samples.append((rep.processed, round(_rss_mb(), 1))))
     secs = time.perf_counter() - t0
     result = {"seconds": secs, "accepted": report.accepted, "rejected": report.rejected, "shards": len(report.shards),
               "rss_after_imports_mb": round(rss_start, 1),

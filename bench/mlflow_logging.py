@@ -1,9 +1,12 @@
 """Training time with MLflow per-step logging against the same training without it, in one run.
 
-Contrastive pretraining on the synthetic shapes, batch 32, `log_every_steps=1`: every batch's loss terms
-go to a real MLflow SQLite store through `tasks.tracking.step_logger` (buffered, sent as queued batches),
-and the final flush is inside the timed region. The two variants alternate (A B A B ...) so drift on a shared
-machine hits both; the ratio of medians is the result. Goal (BENCHMARKS.md): <= 1.05.
+Contrastive pretraining (`mmcore.training.contrastive.pretrain`, what the pretrain stage runs for the
+contrastive objective) on the synthetic shapes, batch 32, `log_every_steps=1`: every batch's loss terms go to
+a real MLflow SQLite store through `tasks.tracking.StepLogger` (what the pretrain task's hooks send steps to:
+buffered, sent as queued batches), and the final flush is inside the timed region. The data is made once,
+untimed, by the ingest stage (`mmcore.stages.ingest.run`) on a catalog under a temporary data root, and held
+in memory; each timed run trains from scratch into a fresh folder. The two variants alternate (A B A B ...)
+so drift on a shared machine hits both; the ratio of medians is the result. Goal (BENCHMARKS.md): <= 1.05.
 
 Run:
     .venv/bin/python -m bench.mlflow_logging --images 800 --epochs 2 --repeats 3 --out bench/results/mlflow_logging.json
@@ -19,27 +22,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mmcore.catalog import Catalog
+    from mmcore.config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _prepare(work: Path, images: int) -> Path:
-    """Synthetic shapes ingested and tokenized under work/processed."""
-    from mmcore.config import load_config
-    from mmcore.data import dataset as ds
-    from mmcore.data.ingest import ingest
-    from mmcore.data.sources import open_source
+def _prepare(cfg: PipelineConfig, images: int) -> Catalog:
+    """Synthetic shapes in the catalog's raw folder, ingested (and tokenized) by the ingest stage."""
+    from mmcore.catalog import Catalog
     from mmcore.data.synth import generate_shapes
+    from mmcore.stages import ingest
 
-    cfg = load_config("demo", {})
-    generate_shapes(work / "raw", images, seed=0, image_size=cfg.ingest.image_size)
-    out = work / "processed"
-    report = ingest(open_source(str(work / "raw")), out, cfg.ingest, workers=1)
-    tok = ds.fit_tokenizer([s.samples_path for s in report.shards], cfg.ingest.vocab_size, out / ds.TOKENIZER)
-    for shard in report.shards:
-        ds.tokenize_shard(shard.samples_path, tok, cfg.encoder.max_text_len)
-    ds.build_manifest(out, report, tok, {})
-    return out
+    cat = Catalog.from_config(cfg)
+    generate_shapes(cat.raw, images, seed=0, image_size=cfg.ingest.image_size)
+    ingest.run(cfg, cat, workers=1)
+    return cat
 
 
 def main() -> None:
@@ -58,24 +59,25 @@ def main() -> None:
     import torch
 
     import flows  # noqa: F401  (embedded defaults: MLflow on SQLite under MM_HOME)
+    from mmcore.catalog import PretrainDir
     from mmcore.config import load_config
-    from mmcore.data import dataset as ds
+    from mmcore.data.dataset import load_samples, load_tokenizer
     from mmcore.io import write_json
     from mmcore.training.contrastive import pretrain
     from tasks import tracking
 
-    processed = _prepare(work, args.images)
-    train, val = ds.load_samples(processed, ("train",)), ds.load_samples(processed, ("val",))
-    vocab = ds.load_tokenizer(processed).vocab_size
-    cfg = load_config("demo", {"pretrain.epochs": args.epochs, "pretrain.batch_size": 32,
-                               "pretrain.log_every_steps": 1})
+    cfg = load_config("demo", {"data_root": str(work / "data"), "pretrain.epochs": args.epochs,
+                               "pretrain.batch_size": 32, "pretrain.log_every_steps": 1})
+    cat = _prepare(cfg, args.images)
+    train, val = load_samples(cat.processed, ("train",)), load_samples(cat.processed, ("val",))
+    vocab = load_tokenizer(cat.processed).vocab_size
     run_id = tracking.start_run(cfg, "bench-mlflow-logging")
     steps_logged = 0
 
     def once(logged: bool, rep: int) -> float:
         nonlocal steps_logged
-        out = work / f"run-{int(logged)}-{rep}"
-        step_log = tracking.step_logger(run_id, prefix=f"rep{rep}_") if logged else None
+        out = PretrainDir(work / f"run-{int(logged)}-{rep}")  # fresh: no checkpoint to resume
+        step_log = tracking.StepLogger(run_id, prefix=f"rep{rep}_") if logged else None
         started = time.perf_counter()
         _, result = pretrain(train, val, cfg.encoder, cfg.pretrain, vocab, out, torch.device("cpu"),
                              on_step=step_log)

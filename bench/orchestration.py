@@ -44,13 +44,14 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    from mmcore.catalog import Catalog
     from mmcore.config import load_config
     from mmcore.data.synth import generate_shapes
     from mmcore.io import write_json
 
     cfg = load_config(args.preset, dict(s.split("=", 1) for s in args.set))
     work = Path(tempfile.mkdtemp(prefix="mm-bench-orch-"))
-    raw = work / "raw" / cfg.dataset
+    raw = Catalog.raw_root(work, cfg.dataset)  # generated once, linked into each run's data root
     generate_shapes(raw, args.images, seed=0, image_size=cfg.ingest.image_size,
                     test_images=min(1000, args.images // 3))
     env = {**os.environ, "MM_HOME": str(work / "home"), "PREFECT_HOME": str(work / "home" / "prefect")}
@@ -60,8 +61,8 @@ def main() -> None:
 
     def root(name: str) -> list[str]:
         data = work / name
-        (data / "raw").mkdir(parents=True, exist_ok=True)
-        link = data / "raw" / cfg.dataset
+        link = Catalog.raw_root(data, cfg.dataset)
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(raw, target_is_directory=True)
         return ["--set", f"data_root={data}", *(x for s in args.set for x in ("--set", s))]

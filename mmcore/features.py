@@ -53,7 +53,7 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
     """Writes the feature shard of one sample shard, row-aligned with it; kept on rerun if its inputs match.
 
     `clock` gets the seconds each piece took: hash_input, read_parquet, decode_png, image_forward,
-    convert_outputs, pad_captions, text_forward, build_table, write_parquet.
+    convert_outputs (building the output table included), pad_captions, text_forward, write_parquet.
     """
     out_path, lap = Path(out_path), _Laps(clock)
     spec = {"samples": file_sha256(samples_path), "encoder": encoder_sha256}
@@ -75,10 +75,9 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
         pooled.append(out.pooled.cpu())
         grid.append(out.grid.flatten(1).cpu())  # (B, C*g*g)
         lap("convert_outputs")
-    ids, lengths, counts = _caption_matrix(tokens["caption_ids"], model.text_encoder.pad_id)
-    order, batches = _length_sorted_batches(ids, lengths, batch_size)
+    order, batches, counts = caption_batches(tokens["caption_ids"], model.text_encoder.pad_id, batch_size)
     lap("pad_captions")
-    txt_all = np.zeros((len(ids), model.text_proj.out_features), np.float32)  # (C, D), shard order
+    txt_all = np.zeros((len(order), model.text_proj.out_features), np.float32)  # (C, D), shard order
     if batches:
         sorted_txt = torch.cat([model.encode_text(b.to(device)).cpu() for b in batches]).numpy()
         lap("text_forward")
@@ -136,6 +135,16 @@ def _decode_images(blobs: list[bytes], workers: int) -> torch.Tensor:
     with ThreadPoolExecutor(len(chunks)) as pool:
         parts = list(pool.map(lambda chunk: [_decode_png(b) for b in chunk], chunks))
     return torch.stack([img for part in parts for img in part])
+
+
+def caption_batches(caption_ids: pa.ChunkedArray, pad_id: int,
+                    batch_size: int) -> tuple[np.ndarray, list[torch.Tensor], list[int]]:
+    """The captions of a tokens shard in the batches the text encoder gets: sorted by length, each padded
+    to its own longest caption. Returns (order, batches, counts): row j of torch.cat(batches) is caption
+    order[j]; counts holds the number of captions of each sample."""
+    ids, lengths, counts = _caption_matrix(caption_ids, pad_id)
+    order, batches = _length_sorted_batches(ids, lengths, batch_size)
+    return order, batches, counts
 
 
 def _caption_matrix(caption_ids: pa.ChunkedArray, pad_id: int) -> tuple[np.ndarray, np.ndarray, list[int]]:

@@ -82,3 +82,20 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       "image_embedding": vectors(emb)})
     return write_bundle(tmp / "out", tmp / "encoder.pt", tmp / "heads.pt", tmp / "tokenizer.json", index,
                         {"image_size": 32, "max_text_len": 16, "max_caption_len": 6})
+
+
+@pytest.fixture(scope="session")
+def smoke_stages(tmp_path_factory: pytest.TempPathFactory):
+    """(cfg, cat, PipelineResult): every stage run once in this process on 60 synthetic images with the smoke
+    preset and one epoch per model (read-only for tests: copy the data root before changing it)."""
+    from mmcore.catalog import Catalog
+    from mmcore.config import load_config
+    from mmcore.data.synth import generate_shapes
+    from mmcore.stages import pipeline
+
+    root = tmp_path_factory.mktemp("stages")
+    generate_shapes(root / "raw" / "smoke", 60, seed=3, image_size=32)
+    cfg = load_config("smoke", {"data_root": str(root), "pretrain.epochs": 1, "heads.epochs": 1,
+                                "heads.text_epochs": 1})
+    cat = Catalog.from_config(cfg)
+    return cfg, cat, pipeline.run(cfg, cat, workers=1)

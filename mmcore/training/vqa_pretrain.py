@@ -19,8 +19,8 @@ from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
 from mmcore.losses import classification_loss
+from mmcore.models.builders import HeadDims, build_vqa
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
-from mmcore.models.heads import VQAHead
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
 from mmcore.training.contrastive import pretrain, save_encoder
@@ -91,8 +91,9 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     seed_everything(cfg.seed)
     encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer)
     enc = encoder.image_encoder
-    head = VQAHead(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, len(answers), enc_cfg.word_dim,
-                   enc_cfg.text_hidden)
+    dims = HeadDims(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, enc_cfg.text_hidden,
+                    enc_cfg.word_dim)
+    head = build_vqa(dims, len(answers))
     # The text tower and the projections play no part in answering: frozen, they stay out of the optimizer
     # and out of DDP's gradient reduction (which fails on parameters that get no gradient).
     for part in (encoder.text_encoder, encoder.text_proj, encoder.image_proj):

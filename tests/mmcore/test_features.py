@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mmcore.catalog import ProcessedDir
 from mmcore.config import EncoderConfig
 from mmcore.data.shards import decode_png, vector_lists_to_numpy, vectors_to_numpy
-from mmcore.features import _caption_matrix, _decode_images, _length_sorted_batches, extract_shard
+from mmcore.features import _caption_matrix, _decode_images, caption_batches, extract_shard
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.training.loop import pad_batch
 
@@ -43,9 +44,10 @@ def shards(tmp_path: Path) -> tuple[Path, Path]:
         "captions": [[{"lang": "en" if j % 2 else "de", "text": "x"} for j in range(c)] for c in COUNTS],
     })
     tokens = pa.table({"sample_id": ids, "caption_ids": pa.array(caption_ids, pa.list_(pa.list_(pa.int32())))})
-    pq.write_table(samples, tmp_path / "samples-00000.parquet")
-    pq.write_table(tokens, tmp_path / "tokens-00000.parquet")
-    return tmp_path / "samples-00000.parquet", tmp_path / "tokens-00000.parquet"
+    processed = ProcessedDir(tmp_path)
+    pq.write_table(samples, processed.samples(0))
+    pq.write_table(tokens, processed.tokens(0))
+    return processed.samples(0), processed.tokens(0)
 
 
 @torch.no_grad()
@@ -65,8 +67,8 @@ def _shard_order_features(model: DualEncoder, samples: Path, tokens: Path, batch
 def test_extract_shard_matches_shard_order_batching(shards, tmp_path, text_encoder):
     samples, tokens = shards
     torch.manual_seed(0)
-    cfg = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2, text_encoder=text_encoder,
-                        max_text_len=16)
+    cfg = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2,
+                        text_encoder=text_encoder, max_text_len=16)
     model = build_dual_encoder(cfg, VOCAB).eval()
     out = tmp_path / "features-00000.parquet"
     res = extract_shard(model, samples, tokens, out, "sha", torch.device("cpu"), batch_size=3)
@@ -91,8 +93,8 @@ def test_length_sorted_batches_pad_each_batch_to_its_longest_caption():
     ids, lengths, counts = _caption_matrix(column, pad_id=0)
     assert counts == [2, 1, 2] and lengths.tolist() == [3, 0, 1, 2, 4]
     assert ids.tolist() == [[5, 6, 7, 0], [0, 0, 0, 0], [1, 0, 0, 0], [2, 3, 0, 0], [4, 4, 4, 4]]
-    order, batches = _length_sorted_batches(ids, lengths, batch_size=2)
-    assert order.tolist() == [1, 2, 3, 0, 4]
+    order, batches, counts = caption_batches(column, pad_id=0, batch_size=2)
+    assert counts == [2, 1, 2] and order.tolist() == [1, 2, 3, 0, 4]
     assert [b.tolist() for b in batches] == [[[0], [1]], [[2, 3, 0], [5, 6, 7]], [[4, 4, 4, 4]]]
 
 

@@ -82,7 +82,8 @@ def test_translation_is_scored_per_direction_beside_the_constant_caption(tok):
                ["two shapes"]]
     assert metrics["translation_chrf_zh_en_baseline"] == pytest.approx(chrf(["a blue square"] * 6, en_refs))
     assert metrics["translation_chrf_zh_en_baseline"] > metrics["translation_chrf_zh_en"]
-    assert examples[:2] == [{"direction": "zh_en", "source": "红色圆形", "translation": "", "reference": "a red circle"},
-                            {"direction": "zh_en", "source": "一个红色圆形", "translation": "",
-                             "reference": "one red circle"}]
+    assert examples[:2] == [
+        {"direction": "zh_en", "source": "红色圆形", "translation": "", "reference": "a red circle"},
+        {"direction": "zh_en", "source": "一个红色圆形", "translation": "", "reference": "one red circle"},
+    ]
     assert [e["direction"] for e in examples] == ["zh_en", "zh_en", "en_zh", "en_zh"]

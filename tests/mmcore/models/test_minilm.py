@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
 from mmcore.models.contrastive import build_dual_encoder
 from mmcore.models.minilm import MiniLMTextEncoder, model_dir
 from mmcore.text.tokenizer import TextTokenizer
-from mmcore.training.contrastive import ENCODER_FILE, load_encoder, pretrain
+from mmcore.training.contrastive import load_encoder, pretrain
 from mmcore.training.loop import pad_batch
 
 TEXTS = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today.",
@@ -119,7 +120,7 @@ def _samples(tok: TextTokenizer, n: int) -> SampleSet:
 def test_pretrain_with_minilm_saves_and_reloads_without_the_tokenizer(encoder, tok, tmp_path):
     enc_cfg = EncoderConfig(image_arch="smallcnn", text_encoder="minilm", embed_dim=8, grid=2)
     cfg = PretrainConfig(epochs=1, batch_size=4, device="cpu")
-    model, result = pretrain(_samples(tok, 8), _samples(tok, 4), enc_cfg, cfg, tok.vocab_size, tmp_path,
+    model, result = pretrain(_samples(tok, 8), _samples(tok, 4), enc_cfg, cfg, tok.vocab_size, PretrainDir(tmp_path),
                              torch.device("cpu"), resume_key="k", tokenizer=tok)
     assert "val_t2i_r1" in result.history[-1]
     # Only the image tower and the projections train: MiniLM's 22.7M weights stay out of the optimizer.
@@ -128,7 +129,7 @@ def test_pretrain_with_minilm_saves_and_reloads_without_the_tokenizer(encoder, t
                        encoder.bert.embeddings.word_embeddings.weight)  # frozen: unchanged by training
     with pytest.MonkeyPatch.context() as mp:
         _offline(mp)
-        loaded = load_encoder(tmp_path / ENCODER_FILE)  # the tokenizer comes back from encoder.pt
+        loaded = load_encoder(PretrainDir(tmp_path).encoder)  # the tokenizer comes back from encoder.pt
     assert isinstance(loaded.text_encoder, MiniLMTextEncoder) and loaded.text_encoder.tokenizer is not None
     ids = _ids(tok, TEXTS)
     with torch.no_grad():

@@ -3,12 +3,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
-from mmcore.training.contrastive import ENCODER_FILE, load_encoder, pretrain
+from mmcore.training.contrastive import load_encoder, pretrain
 
 ENC = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=8, grid=2)
 CFG = PretrainConfig(epochs=2, batch_size=4, device="cpu")
+CPU = torch.device("cpu")
 
 
 def _samples(n: int, with_captions: bool = True) -> SampleSet:
@@ -20,19 +22,19 @@ def _samples(n: int, with_captions: bool = True) -> SampleSet:
 
 def test_pretrain_writes_an_encoder_and_skips_qa_only_records(tmp_path):
     model, result = pretrain(_samples(10, with_captions=False), _samples(4), ENC, CFG, vocab_size=20,
-                             out_dir=tmp_path, device=torch.device("cpu"), resume_key="k")
+                             out=PretrainDir(tmp_path), device=torch.device("cpu"), resume_key="k")
     assert len(result.history) == 2 and "val_t2i_r1" in result.history[-1]
-    loaded = load_encoder(tmp_path / ENCODER_FILE)
+    loaded = load_encoder(PretrainDir(tmp_path).encoder)
     x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     assert torch.allclose(loaded.encode_image(x).embedding, model.eval().encode_image(x).embedding, atol=1e-6)
 
 
 def test_finished_run_with_the_same_key_is_not_redone(tmp_path):
-    args = (_samples(8), _samples(4), ENC, CFG, 20, tmp_path, torch.device("cpu"))
+    args = (_samples(8), _samples(4), ENC, CFG, 20, PretrainDir(tmp_path), torch.device("cpu"))
     pretrain(*args, resume_key="same")
-    first = (tmp_path / ENCODER_FILE).read_bytes()
+    first = (PretrainDir(tmp_path).encoder).read_bytes()
     _, again = pretrain(*args, resume_key="same")
-    assert again.resumed_from == 2 and (tmp_path / ENCODER_FILE).read_bytes() == first
+    assert again.resumed_from == 2 and (PretrainDir(tmp_path).encoder).read_bytes() == first
 
 
 def test_stage_settings_reach_the_loop(tmp_path):
@@ -42,17 +44,17 @@ def test_stage_settings_reach_the_loop(tmp_path):
     fit_cfg = stage_fit_config(cfg, 3, "val_t2i_r1", "max", has_validation=True)
     assert (fit_cfg.precision, fit_cfg.accumulate, fit_cfg.monitor, fit_cfg.patience) == ("bf16", 2, "val_t2i_r1", 1)
     assert stage_fit_config(cfg, 3, "val_t2i_r1", "max", has_validation=False).monitor is None
-    _, result = pretrain(_samples(8), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="k")
+    _, result = pretrain(_samples(8), _samples(4), ENC, cfg, 20, PretrainDir(tmp_path), CPU, resume_key="k")
     assert result.best_epoch is not None and len(result.history) <= 6
     assert result.history[result.best_epoch]["val_t2i_r1"] == max(h["val_t2i_r1"] for h in result.history)
 
 
 def test_grid_embedding_projects_every_cell_and_round_trips(tmp_path):
     enc = ENC.model_copy(update={"embed_from": "grid"})
-    model, _ = pretrain(_samples(8), _samples(4), enc, CFG, 20, tmp_path, torch.device("cpu"), resume_key="g")
+    model, _ = pretrain(_samples(8), _samples(4), enc, CFG, 20, PretrainDir(tmp_path), CPU, resume_key="g")
     grid = model.image_encoder
     assert model.image_proj.in_features == grid.grid_channels * grid.grid**2
-    loaded = load_encoder(tmp_path / ENCODER_FILE)
+    loaded = load_encoder(PretrainDir(tmp_path).encoder)
     assert loaded.embed_from == "grid"
     x = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
     out = loaded.encode_image(x)
@@ -65,12 +67,12 @@ def test_grid_embedding_projects_every_cell_and_round_trips(tmp_path):
 def test_step_callback_gets_every_nth_batch(tmp_path):
     seen: list[tuple[int, float]] = []
     cfg = CFG.model_copy(update={"log_every_steps": 2})  # 12 samples, batch 4: 3 batches per epoch
-    pretrain(_samples(12), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="s",
+    pretrain(_samples(12), _samples(4), ENC, cfg, 20, PretrainDir(tmp_path), CPU, resume_key="s",
              on_step=lambda step, terms: seen.append((step, terms["loss"])))
     assert [s for s, _ in seen] == [1, 4]  # batches 2 of each epoch, numbered from the start of training
     assert all(np.isfinite(v) for _, v in seen)
     off: list = []
-    pretrain(_samples(12), _samples(4), ENC, CFG, 20, tmp_path / "off", torch.device("cpu"), resume_key="s",
+    pretrain(_samples(12), _samples(4), ENC, CFG, 20, PretrainDir(tmp_path / "off"), CPU, resume_key="s",
              on_step=lambda step, terms: off.append(step))
     assert off == []  # log_every_steps 0: per epoch only
 
@@ -100,7 +102,7 @@ def test_hard_negative_batches_hold_whole_groups(tmp_path, monkeypatch):
 
     monkeypatch.setattr(contrastive, "_pair_batches", spy)
     cfg = CFG.model_copy(update={"epochs": 3, "hard_negatives": 2, "hard_from_epoch": 1})
-    _, result = pretrain(_samples(12), _samples(4), ENC, cfg, 20, tmp_path, torch.device("cpu"), resume_key="h")
+    _, result = pretrain(_samples(12), _samples(4), ENC, cfg, 20, PretrainDir(tmp_path), CPU, resume_key="h")
     assert len(result.history) == 3
     assert seen[0] is None  # the first epoch: random batches
     for groups in seen[1:]:

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
-from mmcore.training.contrastive import ENCODER_FILE, load_encoder
+from mmcore.training.contrastive import load_encoder
 from mmcore.training.vqa_pretrain import pretrain_vqa, resolve_objective
 
 ENC = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=16, embed_dim=8, grid=2, multiscale=False)
@@ -43,13 +44,13 @@ def test_auto_objective_follows_the_data():
 def test_the_image_encoder_learns_what_only_the_image_answers(tmp_path):
     cfg = PretrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu")
     model, result = pretrain_vqa(_colour_set(96, 1, "train"), _colour_set(32, 2, "val"), ENC, cfg, vocab_size=10,
-                                 out_dir=tmp_path, device=torch.device("cpu"), resume_key="k")
+                                 out=PretrainDir(tmp_path), device=torch.device("cpu"), resume_key="k")
     # The question never varies, so a blind model is at chance (~0.5): the encoder must see the colour.
     assert result.history[-1]["val_vqa_acc"] >= 0.9
-    loaded = load_encoder(tmp_path / ENCODER_FILE)  # an ordinary dual encoder checkpoint
+    loaded = load_encoder(PretrainDir(tmp_path).encoder)  # an ordinary dual encoder checkpoint
     x = torch.from_numpy(_colour_set(2, 3, "x").images)
     assert torch.allclose(loaded.encode_image(x).pooled, model.eval().encode_image(x).pooled, atol=1e-5)
-    _, again = pretrain_vqa(_colour_set(96, 1, "train"), _colour_set(32, 2, "val"), ENC, cfg, 10, tmp_path,
+    _, again = pretrain_vqa(_colour_set(96, 1, "train"), _colour_set(32, 2, "val"), ENC, cfg, 10, PretrainDir(tmp_path),
                             torch.device("cpu"), resume_key="k")
     assert again.resumed_from == 3  # the finished run's checkpoint is continued, not redone
 
@@ -58,4 +59,5 @@ def test_no_questions_is_a_clear_error(tmp_path):
     empty = SampleSet(["a", "b"], ["train"] * 2, np.zeros((2, 3, 32, 32), np.uint8), [[]] * 2, [[]] * 2, [[]] * 2,
                       [[]] * 2)
     with pytest.raises(ValueError, match="needs questions"):
-        pretrain_vqa(empty, empty, ENC, PretrainConfig(epochs=1, device="cpu"), 10, tmp_path, torch.device("cpu"))
+        pretrain_vqa(empty, empty, ENC, PretrainConfig(epochs=1, device="cpu"), 10, PretrainDir(tmp_path),
+                     torch.device("cpu"))
