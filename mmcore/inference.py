@@ -1,44 +1,24 @@
-"""A self-contained model bundle (encoder, heads, tokenizer, image index) and the predictor over it."""
+"""The predictor over a model bundle (encoder, heads, tokenizer, image index; `mmcore.stages.package` writes it)."""
 
 from __future__ import annotations
 
 import io
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from mmcore.catalog import BundleDir
 from mmcore.data.images import to_rgb_square
 from mmcore.data.shards import vectors_to_numpy
-from mmcore.io import read_json, write_json
+from mmcore.io import read_json
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training.contrastive import load_encoder
 from mmcore.training.heads import load_heads
 from mmcore.training.loop import pad_batch
-
-BUNDLE_FILES = ("encoder.pt", "heads.pt", "tokenizer.json", "index.parquet", "bundle.json")
-
-
-def write_bundle(out_dir: str | Path, encoder: str | Path, heads: str | Path, tokenizer: str | Path,
-                 index: pa.Table, meta: dict[str, Any]) -> Path:
-    """Copies everything inference needs into one folder (the registered model's artifacts).
-
-    `index` has sample_id, image_path and image_embedding columns: the images `search` ranks.
-    `meta` must give image_size, max_text_len and max_caption_len.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for src, name in ((encoder, "encoder.pt"), (heads, "heads.pt"), (tokenizer, "tokenizer.json")):
-        shutil.copyfile(src, out / name)
-    pq.write_table(index, out / "index.parquet")
-    write_json(out / "bundle.json", meta)
-    return out
 
 
 @dataclass
@@ -52,16 +32,16 @@ class Predictor:
     """Answers caption, VQA and text-to-image search requests from a bundle folder."""
 
     def __init__(self, bundle_dir: str | Path, device: str = "cpu"):
-        bundle = Path(bundle_dir)
-        missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
+        bundle = BundleDir(Path(bundle_dir))
+        missing = [f.name for f in bundle.files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"model bundle {bundle} lacks {missing}")
         self.device = torch.device(device)
-        self.meta = read_json(bundle / "bundle.json")
-        self.encoder = load_encoder(bundle / "encoder.pt", self.device)
-        self.heads = load_heads(bundle / "heads.pt", self.device)
-        self.tokenizer = TextTokenizer.from_file(bundle / "tokenizer.json")
-        index = pq.read_table(bundle / "index.parquet")
+        self.meta = read_json(bundle.meta)
+        self.encoder = load_encoder(bundle.encoder, self.device)
+        self.heads = load_heads(bundle.heads, self.device)
+        self.tokenizer = TextTokenizer.from_file(bundle.tokenizer)
+        index = pq.read_table(bundle.index)
         self.index_ids = index["sample_id"].to_pylist()
         self.index_paths = index["image_path"].to_pylist()
         self.index_emb = torch.from_numpy(vectors_to_numpy(index["image_embedding"]).copy())

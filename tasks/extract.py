@@ -27,6 +27,6 @@ def finish(cfg: PipelineConfig, cat: Catalog, shards: list[S.ShardFeatures], run
     tracking.log_metrics(run_id, {"feature_rows": result.rows, "feature_shards_reused": result.reused})
     tracking.log_tags(run_id, {"features_digest": result.digest, "features_dir": str(result.features),
                                "dataset_digest": result.dataset_digest})
-    tracking.log_dict(run_id, read_json(cat.features.manifest), "features_manifest.json")
+    tracking.log_dict(run_id, read_json(cat.features.manifest), f"features_{cat.features.manifest.name}")
     tracking.log_dataset(run_id, f"{cfg.dataset}-samples", cat.processed, result.dataset_digest, "extract")
     return result

@@ -90,7 +90,7 @@ def _log(run_id: str, cfg: PipelineConfig, cat: Catalog, r: S.IngestResult) -> N
                                "shard_writer_hosts": ",".join(r.shard_writers)})
     tracking.log_dataset(run_id, f"{Path(r.source['uri']).name}-{r.source['format']}", r.source["uri"], r.source_digest,
                          "source")
-    tracking.log_dict(run_id, read_json(cat.processed.manifest), "manifest.json")
+    tracking.log_dict(run_id, read_json(cat.processed.manifest), cat.processed.manifest.name)
     tracking.log_artifact(run_id, cat.processed.tokenizer, "tokenizer")
     if r.rejected:
         rejects = read_tables(cat.processed.listed("rejects"))

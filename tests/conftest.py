@@ -57,31 +57,33 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import numpy as np
     import pyarrow as pa
 
+    from mmcore.catalog import BundleDir
     from mmcore.config import EncoderConfig
     from mmcore.data.shards import vectors
-    from mmcore.inference import write_bundle
     from mmcore.models.builders import HeadDims, build_captioner, build_vqa
     from mmcore.models.contrastive import build_dual_encoder
+    from mmcore.stages.package import write_bundle
     from mmcore.text.tokenizer import TextTokenizer
     from mmcore.training.contrastive import save_encoder
     from mmcore.training.heads import Heads, save_heads
 
     torch.manual_seed(0)
-    tmp = tmp_path_factory.mktemp("bundle")
+    tmp = BundleDir(tmp_path_factory.mktemp("bundle") / "parts")  # the parts, before they are bundled
+    tmp.path.mkdir()
     tok = TextTokenizer.train(_TEXTS * 3, vocab_size=100)
-    tok.save(tmp / "tokenizer.json")
+    tok.save(tmp.tokenizer)
     cfg = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2)
     enc = build_dual_encoder(cfg, tok.vocab_size)
-    save_encoder(enc, cfg, tok.vocab_size, tmp / "encoder.pt")
+    save_encoder(enc, cfg, tok.vocab_size, tmp.encoder)
     grid, pooled, cells = enc.image_encoder.grid_channels, enc.image_encoder.out_channels, 4
     dims = HeadDims(tok.vocab_size, grid, pooled, cells, hidden=16, word_dim=8)
     heads = Heads(build_vqa(dims, 3), ["red", "blue", "2"], build_captioner(dims), "en", dims)
-    save_heads(heads, tmp / "heads.pt")
+    save_heads(heads, tmp.heads)
     emb = np.eye(5, 16, dtype=np.float32)
     index = pa.table({"sample_id": [f"s{i}" for i in range(5)], "image_path": [f"images/{i}.png" for i in range(5)],
                       "image_embedding": vectors(emb)})
-    return write_bundle(tmp / "out", tmp / "encoder.pt", tmp / "heads.pt", tmp / "tokenizer.json", index,
-                        {"image_size": 32, "max_text_len": 16, "max_caption_len": 6})
+    return write_bundle(BundleDir(tmp.path.parent / "out"), tmp.encoder, tmp.heads, tmp.tokenizer, index,
+                        {"image_size": 32, "max_text_len": 16, "max_caption_len": 6}).path
 
 
 @pytest.fixture(scope="session")

@@ -181,9 +181,15 @@ def beam_search(step: StepFn, init_state: State, bos_id: int, eos_id: int, max_l
         if all(done):
             break
         state = reorder(state, src)
+    return _best_rows(finished, eos_id, device)
+
+
+def _best_rows(finished: list[list[tuple[float, float, list[int]]]], eos_id: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each item's best-ranked hypothesis as one [EOS]-padded (B, L) matrix, with its log-probability."""
     best = [max(hyps, key=lambda h: h[0]) if hyps else (-math.inf, -math.inf, [eos_id]) for hyps in finished]
     width = max(len(h[2]) for h in best)
-    out = torch.full((b, width), eos_id, dtype=torch.long, device=device)
+    out = torch.full((len(best), width), eos_id, dtype=torch.long, device=device)
     for i, (_, _, ids) in enumerate(best):
         out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long, device=device)
     return out, torch.tensor([h[1] for h in best], device=device)

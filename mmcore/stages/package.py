@@ -4,19 +4,20 @@ what inference needs to know, in one folder: what registration logs as the model
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmcore.catalog import Catalog, ProcessedDir
+from mmcore.catalog import BundleDir, Catalog, ProcessedDir
 from mmcore.config import PipelineConfig
 from mmcore.data.storage import is_uri
 from mmcore.features import image_index
-from mmcore.inference import write_bundle
-from mmcore.io import combined_digest, file_sha256
+from mmcore.io import combined_digest, file_sha256, write_json
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,24 @@ def run(cfg: PipelineConfig, cat: Catalog, out: Path, metrics: dict[str, float])
         "dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
         "max_caption_len": cfg.heads.max_caption_len, "raw_root": raw,  # where search results' image paths start
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
-    bundle = write_bundle(out, cat.pretrain.encoder, cat.heads.heads, cat.processed.tokenizer,
+    bundle = write_bundle(BundleDir(out), cat.pretrain.encoder, cat.heads.heads, cat.processed.tokenizer,
                           image_index(cat.features, cat.processed), meta)
-    return Package(bundle, model_digest(cat), split_digest(cat.processed, "test"))
+    return Package(bundle.path, model_digest(cat), split_digest(cat.processed, "test"))
+
+
+def write_bundle(bundle: BundleDir, encoder: Path, heads: Path, tokenizer: Path, index: pa.Table,
+                 meta: dict[str, Any]) -> BundleDir:
+    """Copies everything inference needs into one folder (the registered model's artifacts).
+
+    `index` has sample_id, image_path and image_embedding columns: the images `search` ranks.
+    `meta` must give image_size, max_text_len and max_caption_len.
+    """
+    bundle.path.mkdir(parents=True, exist_ok=True)
+    for src, dest in ((encoder, bundle.encoder), (heads, bundle.heads), (tokenizer, bundle.tokenizer)):
+        shutil.copyfile(src, dest)
+    pq.write_table(index, bundle.index)
+    write_json(bundle.meta, meta)
+    return bundle
 
 
 def split_digest(processed: ProcessedDir, split: str = "test") -> str:

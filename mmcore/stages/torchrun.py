@@ -49,7 +49,7 @@ def _resolve(args: argparse.Namespace) -> tuple[PipelineConfig, Catalog]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", help="the config and catalog the pretrain stage wrote (launch.json)")
+    parser.add_argument("--spec", help="the config and catalog the pretrain stage wrote (PretrainDir.launch_spec)")
     parser.add_argument("--preset", default="demo", help="without --spec: preset name or YAML path")
     parser.add_argument("--dataset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")

@@ -29,8 +29,6 @@ from mmcore.models.text_heads import TextGenerator, Translator
 from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
 from mmcore.training.text_heads import head_dims, parallel_pairs, train_generator, train_translator
 
-HEADS_FILE = "heads.pt"
-
 VQABuilder = Callable[[HeadDims, int], nn.Module]  # (dims, number of answers) -> a VQA model
 
 

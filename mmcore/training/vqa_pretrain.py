@@ -73,6 +73,34 @@ def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[i
             for qas, qids in zip(data.qa, data.question_ids, strict=True)]
 
 
+Questions = list[list[tuple[list[int], int]]]  # per sample: (question ids, answer class) of each question
+
+
+def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,
+                       tokenizer: TextTokenizer | None) -> tuple[DualEncoder, nn.Module]:
+    """The dual encoder and a VQA head on its image features; only the image tower and the head train."""
+    encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer)
+    enc = encoder.image_encoder
+    dims = HeadDims(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, enc_cfg.text_hidden,
+                    enc_cfg.word_dim)
+    head = build_vqa(dims, n_answers)
+    # The text tower and the projections play no part in answering: frozen, they stay out of the optimizer
+    # and out of DDP's gradient reduction (which fails on parameters that get no gradient).
+    for part in (encoder.text_encoder, encoder.text_proj, encoder.image_proj):
+        part.requires_grad_(False)
+    encoder.log_scale.requires_grad_(False)
+    return encoder, head
+
+
+def _batch(data: SampleSet, qs: Questions, idx: list[int],
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images idx (B, 3, S, S), the image row of each of their questions (Q,), questions (Q, T), answers (Q,)."""
+    owner = [j for j, i in enumerate(idx) for _ in qs[i]]
+    flat = [q for i in idx for q in qs[i]]
+    return (torch.from_numpy(data.images[idx]).to(device), torch.tensor(owner, device=device),
+            pad_batch([q[0] for q in flat]).to(device), torch.tensor([q[1] for q in flat], device=device))
+
+
 def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
                  out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                  resume_key: str = "", tokenizer: TextTokenizer | None = None,
@@ -89,24 +117,8 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     index = {a: i for i, a in enumerate(answers)}
     questions, val_questions = _questions(train, index), _questions(val, index)
     seed_everything(cfg.seed)
-    encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer)
-    enc = encoder.image_encoder
-    dims = HeadDims(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, enc_cfg.text_hidden,
-                    enc_cfg.word_dim)
-    head = build_vqa(dims, len(answers))
-    # The text tower and the projections play no part in answering: frozen, they stay out of the optimizer
-    # and out of DDP's gradient reduction (which fails on parameters that get no gradient).
-    for part in (encoder.text_encoder, encoder.text_proj, encoder.image_proj):
-        part.requires_grad_(False)
-    encoder.log_scale.requires_grad_(False)
+    encoder, head = _encoder_with_head(enc_cfg, cfg, vocab_size, len(answers), tokenizer)
     model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
-
-    def batch_of(data: SampleSet, qs: list[list[tuple[list[int], int]]],
-                 idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        owner = [j for j, i in enumerate(idx) for _ in qs[i]]  # image row of every question
-        flat = [q for i in idx for q in qs[i]]
-        return (torch.from_numpy(data.images[idx]).to(device), torch.tensor(owner, device=device),
-                pad_batch([q[0] for q in flat]).to(device), torch.tensor([q[1] for q in flat], device=device))
 
     def logits(images: torch.Tensor, owner: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         feats = encoder.encode_image(images)  # grid (B, G, g, g), pooled (B, C)
@@ -117,7 +129,7 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
         order = [keep[i] for i in distributed.shard(epoch_order(len(keep), cfg.seed, epoch)).tolist()]
         size = max(1, cfg.batch_size // distributed.world())
         for s in range(0, len(order), size):
-            yield batch_of(train, questions, order[s : s + size])
+            yield _batch(train, questions, order[s : s + size], device)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, owner, q, y = batch
@@ -129,15 +141,14 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
             return {}
         right = total = 0
         for s in range(0, len(rows), 256):
-            images, owner, q, y = batch_of(val, val_questions, rows[s : s + 256])
+            images, owner, q, y = _batch(val, val_questions, rows[s : s + 256], device)
             right += int((logits(images, owner, q).argmax(-1) == y).sum())
             total += len(y)
         return {"val_vqa_acc": right / total}
 
-    has_val = any(val_questions)
     per_rank, size = -(-len(keep) // distributed.world()), max(1, cfg.batch_size // distributed.world())
-    steps = max(1, -(-per_rank // size))
-    fit_cfg = stage_fit_config(cfg, steps, "val_vqa_acc", "max", has_val, cfg.weight_decay)
+    fit_cfg = stage_fit_config(cfg, max(1, -(-per_rank // size)), "val_vqa_acc", "max", any(val_questions),
+                               cfg.weight_decay)
     result = fit(model, fit_cfg, batches, step, validate, checkpoint=out.checkpoint, on_epoch=on_epoch,
                  resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
                  step_every=max(1, cfg.log_every_steps))

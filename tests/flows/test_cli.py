@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import typer
 from typer.testing import CliRunner
 
-from flows.cli import _overrides, app
+from flows.cli import app
 
 
 def test_data_synth_writes_the_canonical_layout(tmp_path):
@@ -20,16 +18,16 @@ def test_data_synth_writes_the_canonical_layout(tmp_path):
     assert [json.loads(line)["split"] for line in lines] == ["train"] * 4 + ["test"]  # a third, rounded down
 
 
-def test_set_options_become_dotted_overrides():
-    assert _overrides(["pretrain.epochs=3", "dataset = coco"]) == {"pretrain.epochs": "3", "dataset": "coco"}
-    assert _overrides(None) is None
-    with pytest.raises(typer.BadParameter, match="key=value"):
-        _overrides(["pretrain.epochs"])
+def test_pipeline_refuses_an_unknown_refresh_stage_before_running_anything():
+    res = CliRunner().invoke(app, ["pipeline", "--preset", "smoke", "--refresh", "pretrian"])
+    assert res.exit_code == 2
+    assert "error: --refresh names unknown stage(s) ['pretrian']" in res.output
 
 
 def test_ingest_of_a_missing_dataset_says_how_to_get_one(harness, tmp_path):
     res = CliRunner().invoke(app, ["ingest", "--preset", "smoke", "--set", f"data_root={tmp_path}"])
-    assert res.exit_code != 0
+    assert res.exit_code == 1 and isinstance(res.exception, FileNotFoundError)
+    assert str(res.exception).startswith(f"{tmp_path / 'raw' / 'smoke'} does not exist")
     assert "mm data synth" in str(res.exception)
 
 

@@ -97,7 +97,8 @@ class LoggedRun:
 
     def datasets(self) -> list[tuple[str, str, set[str]]]:
         """(name, digest, context tags) of each dataset the run consumed."""
-        return [(i.dataset.name, i.dataset.digest, {t.value for t in i.tags}) for i in self._run().inputs.dataset_inputs]
+        inputs = self._run().inputs.dataset_inputs
+        return [(i.dataset.name, i.dataset.digest, {t.value for t in i.tags}) for i in inputs]
 
 
 @pytest.fixture()

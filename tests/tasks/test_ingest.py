@@ -50,7 +50,8 @@ def test_plan_shards_and_finish_ingest_the_dataset_and_log_it(built, data_copy, 
 
     result = finish.fn(cfg, cat, planned.path, shards, mlflow_run.id)
     expected = built.result.ingest  # the same records through the library's one-process run
-    assert (result.records_in, result.accepted, result.rejected, result.processed_now, result.kept) == (60, 60, 0, 60, 0)
+    counts = (result.records_in, result.accepted, result.rejected, result.processed_now, result.kept)
+    assert counts == (60, 60, 0, 60, 0)
     assert result.digest == expected.digest and result.splits == expected.splits
     assert sum(result.splits.values()) == 60 and not result.tokenizer_kept and result.shard_writers == (here,)
     assert result.processed == cat.processed and cat.processed.manifest.is_file()

@@ -46,7 +46,7 @@ def test_register_model_registers_the_fixture_once(built, config_at, mlflow_run)
     assert "already version 1" in again["reason"]
     assert again["champion"] == {"version": "1", "metrics": {}, "test_digest": test_digest}  # its run logged none
     assert mlflow_run.tags()["gate_decision"] == "already_registered"
-    assert [v.version for v in client.search_model_versions("name = 'mmcore-task-test'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name = 'mmcore-task-test'")] == ["1"]
 
 
 # The gate against a registry of its own -----------------------------------------------------------------

@@ -54,6 +54,7 @@ def test_push_then_pull_a_folder(bucket, tmp_path, run_log):
                              f"pulled 1 file(s), 0.0 MB, from {remote} (0 up to date)"]
 
 
+@pytest.mark.filterwarnings("ignore:Logger .prefect.task_runs. attempted to send logs")  # tasks outside a flow
 def test_stage_folders_go_through_the_store_only_when_data_root_is_one(bucket, tmp_path, run_log, config_at):
     from mmcore.catalog import Catalog
     from tasks import storage

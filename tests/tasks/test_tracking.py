@@ -9,6 +9,8 @@ import pytest
 
 
 def test_start_run_logs_the_resolved_config_and_stage_run_marks_failures(harness):
+    import mlflow
+
     from mmcore.config import load_config
     from tasks import tracking
 
@@ -20,8 +22,6 @@ def test_start_run_logs_the_resolved_config_and_stage_run_marks_failures(harness
     assert (run.data.tags["stage"], run.data.tags["dataset"]) == ("pretrain", "smoke")
     assert run.data.params == {k: str(v) for k, v in cfg.flat().items()}
     assert run.data.params["pretrain.epochs"] == "3" and "preset" not in run.data.params
-    import mlflow
-
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json") == cfg.model_dump(mode="json")
     with pytest.raises(RuntimeError, match="boom"), tracking.stage_run(cfg, "train") as failed:
         raise RuntimeError("boom")
