@@ -1,4 +1,4 @@
-"""Extract-stage benchmark (issue 4, part): `extract_shard` throughput against the raw forward pass.
+"""Extract-stage benchmark: `extract_shard` throughput against the raw forward pass.
 
 From the repository root:
 

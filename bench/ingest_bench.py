@@ -1,4 +1,4 @@
-"""Data-layer benchmark (issue 3): ingest throughput, ingest peak memory, feature-shard read/write speed.
+"""Data-layer benchmark: ingest throughput, ingest peak memory, feature-shard read/write speed.
 
 From the repository root:
 

@@ -41,9 +41,16 @@ def _fsl(matrix: np.ndarray) -> pa.Array:  # the layout feature shards had befor
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """(N, W) float32 from either layout: the shards' vector bytes, or the FixedSizeList they had before."""
+    if pa.types.is_fixed_size_list(column.type):
+        return column.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+    return vectors_to_numpy(column)
+
+
 def _read_pair(path: Path) -> tuple[np.ndarray, np.ndarray]:
     t = pq.read_table(path)
-    return vectors_to_numpy(t["image_embedding"]), vectors_to_numpy(t["image_grid"])
+    return _matrix(t["image_embedding"]), _matrix(t["image_grid"])
 
 
 def layouts(folder: Path, emb: np.ndarray, grid: np.ndarray, cells: int) -> dict[str, Layout]:

@@ -1,4 +1,4 @@
-"""prefect.yaml points at real flows, with a nightly schedule for the pipeline."""
+"""prefect.yaml points at real flows, passes each the typed config (`cfg`), and runs the pipeline nightly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import importlib
 from pathlib import Path
 
 import yaml
-from prefect import Flow
+
+import flows  # noqa: F401  (the embedded defaults, set before Prefect is imported)
+from mmcore.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +18,8 @@ def _deployments() -> list[dict]:
 
 
 def test_every_entrypoint_is_a_flow_and_every_stage_is_deployed():
+    from prefect import Flow
+
     names = set()
     for dep in _deployments():
         path, _, attr = dep["entrypoint"].partition(":")
@@ -35,4 +39,16 @@ def test_pipeline_runs_nightly_and_parameters_match_the_flow_signature():
     for dep in _deployments():
         path, _, attr = dep["entrypoint"].partition(":")
         flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attr)
-        assert set(dep.get("parameters", {})) <= set(flow.parameters.properties)
+        assert dep["parameters"] == {"cfg": {"preset": "demo"}}, dep["name"]
+        assert set(dep["parameters"]) <= set(flow.parameters.properties)
+        # Prefect validates the parameters into the flow's typed config: the demo preset, resolved
+        assert flow.validate_parameters(dep["parameters"])["cfg"] == load_config("demo"), dep["name"]
+
+
+def test_a_run_config_is_the_preset_with_the_fields_given_beside_it():
+    from flows.pipeline import pipeline_flow
+
+    cfg = pipeline_flow.validate_parameters({"cfg": {"preset": "smoke", "data_root": "/data",
+                                                     "pretrain": {"epochs": 1}}})["cfg"]
+    assert cfg == load_config("smoke", {"data_root": "/data", "pretrain.epochs": 1})
+    assert (cfg.preset, cfg.dataset, cfg.pretrain.epochs, cfg.pretrain.batch_size) == (None, "smoke", 1, 32)

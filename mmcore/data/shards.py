@@ -125,7 +125,7 @@ def vector_lists(flat: np.ndarray, counts: list[int]) -> pa.Array:
 
 
 def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A vector column (or a FixedSizeList<float32> one, as older shards have) -> (N, W) float32.
+    """A vector column (vector_type) -> (N, W) float32.
 
     A single chunk is viewed in place, without a copy (read-only); several chunks are concatenated.
     """
@@ -134,12 +134,8 @@ def vectors_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         if len(parts) == 1:
             return parts[0]
         if not parts:
-            width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else column.type.byte_width // 4
-            return np.zeros((0, width), np.float32)
+            return np.zeros((0, column.type.byte_width // 4), np.float32)
         return np.concatenate(parts)
-    if pa.types.is_fixed_size_list(column.type):
-        width = column.type.list_size
-        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
     if not pa.types.is_fixed_size_binary(column.type) or column.type.byte_width % 4:
         raise TypeError(f"expected a float32 vector column, got {column.type}")
     if column.null_count:

@@ -45,21 +45,26 @@ def test_deploy_all_and_a_worker_runs_the_nightly_pipeline(server, tmp_path):
     _prefect(env, "--no-prompt", "deploy", "--all")
     nightly = json.loads(_prefect(env, "deployment", "inspect", "pipeline/nightly", "--output", "json"))
     assert nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
+    assert nightly["parameters"] == {"cfg": {"preset": "demo"}}  # the whole config, as one typed parameter
     assert nightly["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
     listed = _prefect(env, "deployment", "ls")
     for name in ("ingest", "pretrain", "extract", "train", "evaluate"):
         assert f"{name}/{name}" in listed
 
     generate_shapes(tmp_path / "data" / "raw" / "smoke", 60, seed=2, image_size=32)
-    overrides = json.dumps({"data_root": str(tmp_path / "data"), "pretrain.epochs": 1, "heads.epochs": 1})
-    _prefect(env, "deployment", "run", "pipeline/nightly", "--param", "preset=smoke", "--param",
-             f"overrides={overrides}")
+    cfg = json.dumps({"preset": "smoke", "data_root": str(tmp_path / "data"), "pretrain": {"epochs": 1},
+                      "heads": {"epochs": 1}})
+    _prefect(env, "deployment", "run", "pipeline/nightly", "--param", f"cfg={cfg}")
     _prefect(env, "worker", "start", "--pool", "local", "--run-once", timeout=480)
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mm' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'pipeline'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert "vqa_acc" in runs[0].data.metrics
+    assert 0.0 <= runs[0].data.metrics["vqa_acc"] <= 1.0
+    params = runs[0].data.params  # the preset, with the fields given beside it on top
+    assert (params["pretrain.epochs"], params["heads.epochs"], params["data_root"]) == ("1", "1",
+                                                                                        str(tmp_path / "data"))
+    assert params["encoder.image_arch"] == "smallcnn" and "preset" not in params
     assert runs[0].data.tags["prefect.flow_run_id"]  # the MLflow run points back at the Prefect run
-    assert client.get_model_version_by_alias("mmcore-smoke", "champion").version == 1
+    assert str(client.get_model_version_by_alias("mmcore-smoke", "champion").version) == "1"

@@ -38,8 +38,8 @@ def bucket(harness, shapes_raw: Path) -> Iterator[None]:
 def first(bucket, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Catalog]:
     from flows.pipeline import pipeline_flow
 
-    sets = {**SETS, "data_cache": str(tmp_path_factory.mktemp("cache-a"))}
-    return pipeline_flow(preset="smoke", overrides=sets), Catalog.from_config(load_config("smoke", sets))
+    cfg = load_config("smoke", {**SETS, "data_cache": str(tmp_path_factory.mktemp("cache-a"))})
+    return pipeline_flow(cfg), Catalog.from_config(cfg)
 
 
 def test_every_stage_writes_to_the_bucket(first):
@@ -47,14 +47,14 @@ def test_every_stage_writes_to_the_bucket(first):
     assert cat.root != Path(ROOT) and cat.remote_root == ROOT
     store = Storage(ROOT)
     files = store.files()
-    for folder, mark in ((cat.processed, "manifest.json"), (cat.features, "manifest.json"),
-                         (cat.pretrain, "encoder.pt"), (cat.heads, "heads.pt")):
+    for mark in (cat.processed.manifest, cat.features.manifest, cat.pretrain.encoder, cat.heads.heads):
+        folder = mark.parent
         rel = folder.relative_to(cat.root).as_posix()
         mine = sorted(p.relative_to(cat.root).as_posix() for p in folder.rglob("*")
                       if p.is_file() and not p.name.startswith("."))
-        assert f"{rel}/{mark}" in files
+        assert f"{rel}/{mark.name}" in files
         assert [f for f in files if f.startswith(rel + "/")] == mine  # the bucket holds the whole folder
-        assert store.read_bytes(f"{rel}/{mark}") == (folder / mark).read_bytes()
+        assert store.read_bytes(f"{rel}/{mark.name}") == mark.read_bytes()
     assert not (cat.root / "raw").exists()  # the raw dataset was read from the bucket, not copied
     assert result["metrics"]["t2i_r1"] > 0
 
@@ -63,11 +63,11 @@ def test_a_stage_on_an_empty_working_copy_pulls_its_inputs_from_the_bucket(first
     from flows.evaluate import evaluate_flow
 
     result, cat = first
-    sets = {**SETS, "data_cache": str(tmp_path / "cache-b")}
-    again = evaluate_flow(preset="smoke", overrides=sets, promote=False, refresh=True)  # evaluated again, here
-    other = Catalog.from_config(load_config("smoke", sets))
-    assert (other.heads / "heads.pt").read_bytes() == (cat.heads / "heads.pt").read_bytes()
-    assert sorted(p.name for p in other.pretrain.iterdir()) == ["encoder.pt"]  # not the resume checkpoint
+    cfg = load_config("smoke", {**SETS, "data_cache": str(tmp_path / "cache-b")})
+    again = evaluate_flow(cfg, promote=False, refresh=True)  # evaluated again, here
+    other = Catalog.from_config(cfg)
+    assert other.heads.heads.read_bytes() == cat.heads.heads.read_bytes()
+    assert sorted(p.name for p in other.pretrain.path.iterdir()) == ["encoder.pt"]  # not the resume checkpoint
     assert again["metrics"] == pytest.approx(result["metrics"], abs=1e-6)
 
 
@@ -75,7 +75,7 @@ def test_a_missing_raw_dataset_in_the_bucket_is_a_clear_error(bucket, tmp_path: 
     from flows.ingest import ingest_flow
 
     with pytest.raises(FileNotFoundError, match=f"{ROOT}/raw/nothing-here does not exist"):
-        ingest_flow(preset="smoke", overrides={**SETS, "data_cache": str(tmp_path)}, dataset="nothing-here")
+        ingest_flow(load_config("smoke", {**SETS, "data_cache": str(tmp_path)}, dataset="nothing-here"))
 
 
 def test_rejects_are_shown_from_the_bucket(first, tmp_path: Path):
@@ -86,7 +86,7 @@ def test_rejects_are_shown_from_the_bucket(first, tmp_path: Path):
     res = CliRunner().invoke(app, ["data", "rejects", "--preset", "smoke", "--set", f"data_root={ROOT}",
                                    "--set", f"data_cache={tmp_path}"])
     assert res.exit_code == 0, res.output
-    manifest = first[1].processed / "manifest.json"
-    assert f"of {json.loads(manifest.read_text())['records_in']} records rejected" in res.output
+    manifest = json.loads(first[1].processed.manifest.read_text())
+    assert f"{manifest['rejected']} of {manifest['records_in']} records rejected" in res.output
     assert (Catalog.from_config(load_config("smoke", {"data_root": ROOT, "data_cache": str(tmp_path)}))
-            .processed / "manifest.json").is_file()
+            .processed.manifest).is_file()

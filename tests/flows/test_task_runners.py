@@ -48,19 +48,18 @@ def _run_ingest_and_extract(root: Path, raw: Path, runner: str, encoder: Path | 
     import torch
     from mlflow.tracking import MlflowClient
 
-    from flows.common import stage_flow
+    from flows.common import with_task_runner
     from flows.extract import extract_flow
     from flows.ingest import ingest_flow
     from mmcore.catalog import Catalog
     from mmcore.data.dataset import load_tokenizer
     from mmcore.models.contrastive import build_dual_encoder
-    from mmcore.training.contrastive import ENCODER_FILE, save_encoder
+    from mmcore.training.contrastive import save_encoder
 
-    overrides = _overrides(root, raw, runner)
-    cfg = load_config("smoke", overrides)
+    cfg = load_config("smoke", _overrides(root, raw, runner))
     cat = Catalog.from_config(cfg)
-    stage_flow(ingest_flow, "smoke", None, overrides)(preset="smoke", overrides=overrides, workers=2)
-    target = cat.pretrain / ENCODER_FILE
+    with_task_runner(ingest_flow, cfg)(cfg, workers=2)
+    target = cat.pretrain.encoder
     target.parent.mkdir(parents=True, exist_ok=True)
     if encoder is None:  # an untrained encoder is enough to compare two extract runs
         torch.manual_seed(0)
@@ -68,15 +67,15 @@ def _run_ingest_and_extract(root: Path, raw: Path, runner: str, encoder: Path | 
         save_encoder(build_dual_encoder(cfg.encoder, tok.vocab_size, tok.pad_id), cfg.encoder, tok.vocab_size, target)
     else:
         shutil.copyfile(encoder, target)
-    stage_flow(extract_flow, "smoke", None, overrides)(preset="smoke", overrides=overrides)
+    with_task_runner(extract_flow, cfg)(cfg)
     client = MlflowClient()
     exp = client.get_experiment_by_name("smoke")
     [run] = client.search_runs([exp.experiment_id], f"tags.stage = 'ingest' and tags.processed_dir = '{cat.processed}'")
     return cat, target, run
 
 
-def _parquet_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
+def _parquet_files(folder: os.PathLike[str]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).glob("*.parquet"))}
 
 
 def test_dask_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
@@ -92,16 +91,16 @@ def test_dask_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
     samples = _parquet_files(threads.processed)
     assert len([n for n in samples if n.startswith("samples-")]) == 5
     assert samples == _parquet_files(dask.processed)
-    manifest = json.loads((threads.processed / "manifest.json").read_text())
-    assert manifest["digest"] == json.loads((dask.processed / "manifest.json").read_text())["digest"]
+    manifest = json.loads(threads.processed.manifest.read_text())
+    assert manifest["digest"] == json.loads(dask.processed.manifest.read_text())["digest"]
     # the cross-shard image duplicate was found although its two records were ingested by different tasks
     assert manifest["rejects_by_reason"] == {"duplicate": 1} and manifest["accepted"] == 90
     # Features: same rows, same vectors up to float rounding (a Dask worker runs torch on 1 thread, the
     # flow's process on 2: reductions split differently, so the last bits may differ)
-    features = sorted(p.name for p in threads.features.glob("features-*.parquet"))
-    assert len(features) == 5 and features == sorted(p.name for p in dask.features.glob("features-*.parquet"))
+    features = [p.name for p in threads.features.listed()]
+    assert len(features) == 5 and features == [p.name for p in dask.features.listed()]
     for name in features:
-        a, b = pq.read_table(threads.features / name), pq.read_table(dask.features / name)
+        a, b = pq.read_table(threads.features.path / name), pq.read_table(dask.features.path / name)
         assert a.schema == b.schema and a.num_rows == b.num_rows, name
         for column in ("sample_id", "split", "caption_langs"):
             assert a[column].equals(b[column]), (name, column)
@@ -110,8 +109,8 @@ def test_dask_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
         for x, y in zip(vector_lists_to_numpy(a["text_embeddings"]), vector_lists_to_numpy(b["text_embeddings"]),
                         strict=True):
             np.testing.assert_allclose(x, y, atol=1e-5)
-    t_manifest = json.loads((threads.features / "manifest.json").read_text())
-    d_manifest = json.loads((dask.features / "manifest.json").read_text())
+    t_manifest = json.loads(threads.features.manifest.read_text())
+    d_manifest = json.loads(dask.features.manifest.read_text())
     assert t_manifest["rows"] == d_manifest["rows"] == 90
     assert t_manifest["processed_digest"] == d_manifest["processed_digest"] == manifest["digest"]
     # Where the shards were written: the flow's own process with threads, the cluster's workers with Dask
@@ -121,7 +120,7 @@ def test_dask_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
     dask_writers = dask_run.data.tags["shard_writer_hosts"].split(",")
     assert dask_writers and not set(dask_writers) & here
     assert 1 <= dask_run.data.metrics["shard_writers"] <= 2
-    assert not list(threads.processed.parent.glob(".*.staging")) and not list(dask.processed.parent.glob(".*.staging"))
+    assert not threads.processed.staging.exists() and not dask.processed.staging.exists()
 
 
 def test_ray_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
@@ -130,9 +129,9 @@ def test_ray_cluster_writes_the_same_shards_as_threads(harness, raw, tmp_path):
     ray, _, ray_run = _run_ingest_and_extract(tmp_path / "ray", raw, "ray", encoder)
     samples = _parquet_files(threads.processed)
     assert len([n for n in samples if n.startswith("samples-")]) == 5 and samples == _parquet_files(ray.processed)
-    manifest = json.loads((ray.processed / "manifest.json").read_text())
+    manifest = json.loads(ray.processed.manifest.read_text())
     assert manifest["rejects_by_reason"] == {"duplicate": 1} and manifest["accepted"] == 90
-    assert json.loads((ray.features / "manifest.json").read_text())["rows"] == 90
+    assert json.loads(ray.features.manifest.read_text())["rows"] == 90
     assert ray_run.data.tags["task_runner"] == "ray"
     here = {f"{w.split(':')[0]}:{os.getpid()}" for w in threads_run.data.tags["shard_writer_hosts"].split(",")}
     assert not set(ray_run.data.tags["shard_writer_hosts"].split(",")) & here  # written by Ray's workers
@@ -149,7 +148,9 @@ def test_task_runner_builds_each_kind():
     from prefect_ray import RayTaskRunner
 
     dask = task_runner(load_config("smoke", {"orchestration.task_runner": "dask"}))
-    assert isinstance(dask, DaskTaskRunner)
+    assert isinstance(dask, DaskTaskRunner) and dask.address is None  # a LocalCluster for the flow run
+    assert {k: dask.cluster_kwargs[k] for k in ("n_workers", "processes", "threads_per_worker")} == {
+        "n_workers": 2, "processes": True, "threads_per_worker": 1}  # one task per worker process
     remote = task_runner(load_config("smoke", {"orchestration.task_runner": "dask",
                                                "orchestration.dask_address": "tcp://127.0.0.1:8786"}))
     assert remote.address == "tcp://127.0.0.1:8786"

@@ -29,12 +29,12 @@ def test_pipeline_on_questions_only(harness, qa_root):
     from mlflow.tracking import MlflowClient
 
     from flows.pipeline import pipeline_flow
+    from mmcore.config import load_config
 
     # Pretraining runs as two data-parallel processes (torchrun, gloo) started by the task; rank 0 reports
     # its epochs and every batch's loss to the task, which logs them to MLflow as they arrive.
-    result = pipeline_flow(preset="smoke", dataset="qa-only",
-                           overrides={"data_root": str(qa_root), "pretrain.processes": 2,
-                                      "pretrain.log_every_steps": 1})
+    result = pipeline_flow(load_config("smoke", {"data_root": str(qa_root), "pretrain.processes": 2,
+                                                 "pretrain.log_every_steps": 1}, dataset="qa-only"))
     metrics = result["metrics"]
     for name in ("vqa_acc", "vqa_acc_baseline", "vqa_acc_question_only", "vqa_acc_image_only"):
         assert 0.0 <= metrics[name] <= 1.0

@@ -35,12 +35,6 @@ def test_vectors_round_trip_through_parquet_exactly(tmp_path):
     assert (meta.column(0).compression, meta.column(1).compression) == ("ZSTD", "UNCOMPRESSED")
 
 
-def test_older_fixed_size_list_columns_still_read():
-    m = np.arange(12, dtype=np.float32).reshape(4, 3)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), 3)
-    assert np.array_equal(vectors_to_numpy(pa.chunked_array([column])), m)
-
-
 def test_wrong_columns_are_clear_errors():
     with pytest.raises(TypeError, match="float32 vector column"):
         vectors_to_numpy(pa.array(["a", "b"]))
