@@ -29,8 +29,8 @@ def extract_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None
     indexes = shard_indexes(cat)
     with tracking.stage_run(cfg, "extract", parent_run_id) as run_id:
         futures = T.extract_shard.with_options(refresh_cache=refresh).map(unmapped(cfg), unmapped(cat), indexes)
-        shards, cached = map_cached(T.extract_shard, futures, lambda i: T.extract_shard.with_options(
-            refresh_cache=True)(cfg, cat, indexes[i]))
+        shards, cached = map_cached(
+            futures, lambda i: T.extract_shard.with_options(refresh_cache=True)(cfg, cat, indexes[i]))
         tracking.log_tags(run_id, cached_tags(cached))
         result = T.finish(cfg, cat, shards, run_id)
         storage.push(cat, cat.features)
@@ -38,5 +38,4 @@ def extract_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None
 
 
 if __name__ == "__main__":
-    config = DEFAULT
-    with_task_runner(extract_flow, config)(config)
+    with_task_runner(extract_flow, DEFAULT)()  # on the demo preset's orchestration.task_runner

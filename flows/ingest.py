@@ -58,5 +58,4 @@ def _log_progress(futures: list, records: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    config = DEFAULT
-    with_task_runner(ingest_flow, config)(config)
+    with_task_runner(ingest_flow, DEFAULT)()  # on the demo preset's orchestration.task_runner

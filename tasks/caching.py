@@ -126,7 +126,7 @@ def run_cached(task: Any, *args: Any, refresh: bool = False, timeout: float | No
     return result, cached
 
 
-def map_cached(task: Any, futures: list[PrefectFuture], rerun: Callable[[int], Any]) -> tuple[list[Any], list[bool]]:
+def map_cached(futures: list[PrefectFuture], rerun: Callable[[int], Any]) -> tuple[list[Any], list[bool]]:
     """The results of mapped stage tasks and which came from the cache; `rerun(i)` runs item i again (with
     its cache refreshed) when its cached result is not usable."""
     results, cached = [f.result() for f in futures], [f.state.name == "Cached" for f in futures]

@@ -44,6 +44,7 @@ def _csv_dataset(root, missing: bool) -> None:
 
 
 def test_ingest_reads_another_format_and_retries_rejected_records(harness, tmp_path):
+    from mmcore.catalog import ProcessedDir
     from mmcore.data.dataset import read_manifest
 
     src = tmp_path / "src"
@@ -53,7 +54,7 @@ def test_ingest_reads_another_format_and_retries_rejected_records(harness, tmp_p
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "missing_file 1" in res.output
-    out = next((tmp_path / "processed" / "smoke").iterdir())
+    out = ProcessedDir(next((tmp_path / "processed" / "smoke").iterdir()))
     first = read_manifest(out)
     assert (first["source"]["format"], first["records_in"], first["accepted"]) == ("csv", 30, 29)
     res = CliRunner().invoke(app, ["data", "rejects", *args[1:5], "--source", str(src / "captions.csv")])
@@ -70,6 +71,7 @@ def test_ingest_reads_another_format_and_retries_rejected_records(harness, tmp_p
 
 def test_fetch_and_ingest_easy_vqa_loses_nothing(harness, tmp_path):
     """The real easy-VQA data through the commands a user types: every image and question arrives."""
+    from mmcore.catalog import ProcessedDir
     from mmcore.data.dataset import read_manifest
 
     res = CliRunner().invoke(app, ["data", "fetch", "easy-vqa", "--out", str(tmp_path / "raw" / "easy-vqa")])
@@ -77,7 +79,7 @@ def test_fetch_and_ingest_easy_vqa_loses_nothing(harness, tmp_path):
     res = CliRunner().invoke(app, ["ingest", "--dataset", "easy-vqa", "--set", f"data_root={tmp_path}",
                                    "--workers", "2"])
     assert res.exit_code == 0, res.output
-    m = read_manifest(next((tmp_path / "processed" / "easy-vqa").iterdir()))
+    m = read_manifest(ProcessedDir(next((tmp_path / "processed" / "easy-vqa").iterdir())))
     assert m["source"]["format"] == "easy-vqa"
     assert (m["records_in"], m["accepted"], m["rejected"]) == (5000, 5000, 0)
     assert m["texts"]["questions"] == 38575 + 9673

@@ -122,7 +122,7 @@ def test_mlflow_has_two_complete_run_trees_and_a_consistent_registry(two_runs):
     assert numbers in ([1], [1, 2])
     assert {v.run_id for v in versions} <= evaluate_runs and all(v.status == "READY" for v in versions)
     aliases = client.get_registered_model(MODEL).aliases  # alias -> version
-    assert "champion" in aliases and set(aliases.values()) <= {str(n) for n in numbers}
+    assert "champion" in aliases and {str(v) for v in aliases.values()} <= {str(n) for n in numbers}
 
 
 def test_folder_lock_makes_writers_take_turns_and_dies_with_its_holder(tmp_path):

@@ -14,13 +14,14 @@ import pytest
 
 from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig, load_config
+from mmcore.stages.pipeline import PipelineResult
 
 SETS = {"pretrain.epochs": 1, "heads.epochs": 1, "heads.text_epochs": 1}
 IMAGES = 60
 
 
-def smoke_config(data_root: Path, **sets: object) -> PipelineConfig:
-    """The smoke preset, one epoch per model, on `data_root` (plus any dotted `sets`)."""
+def smoke_config(data_root: str | Path, **sets: object) -> PipelineConfig:
+    """The smoke preset, one epoch per model, on `data_root` (a folder or s3:// URI; plus any dotted `sets`)."""
     return load_config("smoke", {"data_root": str(data_root), **SETS, **sets})
 
 
@@ -29,7 +30,7 @@ class Built:
     root: Path
     cfg: PipelineConfig
     cat: Catalog
-    result: object  # mmcore.stages.pipeline.PipelineResult
+    result: PipelineResult
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     from mmcore.data.synth import generate_shapes
     from mmcore.stages import pipeline
 
+    # 60 images: 2 shards of the smoke preset's 40 records; about a minute on 2 cores
     root = tmp_path_factory.mktemp("task-stages")
     generate_shapes(Catalog.raw_root(root, "smoke"), IMAGES, seed=3, image_size=32)
     cfg = smoke_config(root)

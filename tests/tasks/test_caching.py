@@ -146,8 +146,7 @@ def test_mapped_results_whose_files_are_gone_run_again(harness, tmp_path):
 
     @flow
     def run(names: list[str]) -> list[bool]:
-        results, cached = caching.map_cached(make, make.map(names), lambda i: make.with_options(refresh_cache=True)(
-            names[i]))
+        results, cached = caching.map_cached(make.map(names), lambda i: make.with_options(refresh_cache=True)(names[i]))
         assert results == [Made(tmp_path / n) for n in names]
         return cached
 
