@@ -1,7 +1,7 @@
 """Real servers for tests, on 127.0.0.1: a free port, a process started in its own session, waiting until it
 answers, and stopping it (its whole process group) by PID. Also a moto S3 server and the AWS environment for it.
 
-Imported as `from servers import ...` (pytest puts tests/, where conftest.py lives, on sys.path).
+Imported as `from tests.servers import ...`.
 """
 
 from __future__ import annotations

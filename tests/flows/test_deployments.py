@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port, serving
+
+from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from servers import AWS_VARS, aws_vars, free_port, moto_server, serving
+
+from tests.servers import AWS_VARS, aws_vars, free_port, moto_server, serving
 
 pytestmark = pytest.mark.slow
 

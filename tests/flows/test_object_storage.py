@@ -11,12 +11,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-from servers import aws_env, moto_server
 
 from mmcore.catalog import Catalog
 from mmcore.config import load_config
 from mmcore.data import mirror
 from mmcore.data.storage import Storage
+from tests.servers import aws_env, moto_server
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,6 @@ from mmcore.config import PipelineConfig, load_config
 from mmcore.stages.pipeline import PipelineResult
 
 SETS = {"pretrain.epochs": 1, "heads.epochs": 1, "heads.text_epochs": 1}
-IMAGES = 60
 
 
 def smoke_config(data_root: str | Path, **sets: object) -> PipelineConfig:
@@ -34,17 +33,12 @@ class Built:
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """Every stage run once, in this process (read-only for tests: `data_copy` gives a copy to write to)."""
-    from mmcore.data.synth import generate_shapes
-    from mmcore.stages import pipeline
-
-    # 60 images: 2 shards of the smoke preset's 40 records; about a minute on 2 cores
-    root = tmp_path_factory.mktemp("task-stages")
-    generate_shapes(Catalog.raw_root(root, "smoke"), IMAGES, seed=3, image_size=32)
-    cfg = smoke_config(root)
-    cat = Catalog.from_config(cfg)
-    return Built(root, cfg, cat, pipeline.run(cfg, cat, workers=1))
+def built(smoke_stages) -> Built:
+    """Every stage run once, in this process (the session's `smoke_stages`; read-only for tests: `data_copy`
+    gives a copy to write to)."""
+    cfg, cat, result = smoke_stages
+    assert cfg == smoke_config(cat.root)  # the settings the copies below are made with
+    return Built(cat.root, cfg, cat, result)
 
 
 @pytest.fixture()

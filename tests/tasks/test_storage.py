@@ -8,9 +8,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from servers import aws_env, moto_server
 
 from mmcore.data.storage import Storage
+from tests.servers import aws_env, moto_server
 
 BUCKET = "mm-task-storage"
 FILES = {"samples-00000.parquet": b"rows" * 100, "tokenizer.json": b"{}", "manifest.json": b'{"shards": []}'}

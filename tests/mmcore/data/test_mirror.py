@@ -11,10 +11,10 @@ from pathlib import Path
 import boto3
 import pyarrow.fs as pafs
 import pytest
-from servers import aws_env, moto_server
 
 from mmcore.data import mirror
 from mmcore.data.storage import Storage
+from tests.servers import aws_env, moto_server
 
 BUCKET = "mm-mirror"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from servers import aws_env, moto_server
 
 from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
@@ -22,6 +21,7 @@ from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.storage import OutsideRoot, Storage
 from mmcore.data.synth import generate_shapes
+from tests.servers import aws_env, moto_server
 
 BUCKET = "mm-test"
 CFG = IngestConfig(image_size=32, shard_size=16, min_side=16)

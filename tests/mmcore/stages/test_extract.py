@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from stagekit import copy_run
-
 from mmcore.catalog import parse_shard_name
 from mmcore.data.dataset import read_manifest
 from mmcore.stages import extract
+from tests.mmcore.stages.stagekit import copy_run
 
 
 def test_one_feature_shard_per_sample_shard_with_the_same_index(smoke_stages):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from stagekit import copy_run
 
 from mmcore.catalog import Catalog
 from mmcore.config import load_config
@@ -13,6 +12,7 @@ from mmcore.data.dataset import read_manifest
 from mmcore.data.records import ANNOTATIONS
 from mmcore.io import file_sha256
 from mmcore.stages import ingest
+from tests.mmcore.stages.stagekit import copy_run
 
 
 def test_the_result_counts_every_record_and_matches_the_manifest(smoke_stages):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from stagekit import copy_run
 
 from mmcore.io import file_sha256
 from mmcore.stages import pretrain
 from mmcore.stages.hooks import Hooks
+from tests.mmcore.stages.stagekit import copy_run
 
 
 class Recorder(Hooks):

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from stagekit import copy_run
 
 from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
@@ -16,6 +15,7 @@ from mmcore.io import read_json
 from mmcore.stages import pretrain
 from mmcore.stages.hooks import Hooks
 from mmcore.training.contrastive import load_encoder
+from tests.mmcore.stages.stagekit import copy_run
 
 pytestmark = pytest.mark.slow
 

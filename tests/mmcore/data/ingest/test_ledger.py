@@ -15,15 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ingestkit import (
-    EVERY_KIND_ACCEPTED,
-    EVERY_KIND_CFG,
-    EVERY_KIND_RECORDS,
-    files,
-    rows,
-    write_every_kind,
-    write_numbered,
-)
 
 from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
@@ -33,6 +24,15 @@ from mmcore.data.ingest.ledger import Ledger, rewrite_shard
 from mmcore.data.records import ANNOTATIONS
 from mmcore.data.shards import read_metadata
 from mmcore.data.sources import open_source
+from tests.mmcore.data.ingest.ingestkit import (
+    EVERY_KIND_ACCEPTED,
+    EVERY_KIND_CFG,
+    EVERY_KIND_RECORDS,
+    files,
+    rows,
+    write_every_kind,
+    write_numbered,
+)
 
 CFG = IngestConfig(image_size=16, shard_size=10, min_side=8, vocab_size=64)
 REPO = Path(__file__).resolve().parents[4]

@@ -7,14 +7,13 @@ import json
 import pickle
 from pathlib import Path
 
-from ingestkit import write_numbered
-
 from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
 from mmcore.data.ingest import IngestPlan, ShardWork, ingest, plan_ingest
 from mmcore.data.ingest.decode import key64
 from mmcore.data.records import ANNOTATIONS, DUPLICATE
 from mmcore.data.sources import open_source
+from tests.mmcore.data.ingest.ingestkit import write_numbered
 
 CFG = IngestConfig(image_size=16, shard_size=10, min_side=8, vocab_size=64)
 

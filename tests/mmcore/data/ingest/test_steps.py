@@ -6,13 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ingestkit import EVERY_KIND_ACCEPTED, EVERY_KIND_CFG, EVERY_KIND_RECORDS, files, rows, write_every_kind
 
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import assign_split, finish_ingest, ingest, ingest_shard, plan_ingest
 from mmcore.data.records import ANNOTATIONS, REASONS
 from mmcore.data.shards import decode_png, read_metadata
 from mmcore.data.sources import open_source
+from tests.mmcore.data.ingest.ingestkit import (
+    EVERY_KIND_ACCEPTED,
+    EVERY_KIND_CFG,
+    EVERY_KIND_RECORDS,
+    files,
+    rows,
+    write_every_kind,
+)
 
 CFG = EVERY_KIND_CFG
 RECORDS = EVERY_KIND_RECORDS

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sourcekit import CFG, read_rows, solid_png, write_json
 
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import assign_split, ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.coco import CocoSource
 from mmcore.data.storage import Storage
+from tests.mmcore.data.sources.sourcekit import CFG, read_rows, solid_png, write_json
 
 
 @pytest.fixture()

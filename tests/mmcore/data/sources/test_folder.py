@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sourcekit import CFG, read_rows
 
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.folder import FolderSource
+from tests.mmcore.data.sources.sourcekit import CFG, read_rows
 
 
 def _image(path: Path, i: int) -> None:

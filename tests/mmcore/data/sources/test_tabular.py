@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from sourcekit import CFG, captions, read_rows
 
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.tabular import CsvSource, ParquetSource
+from tests.mmcore.data.sources.sourcekit import CFG, captions, read_rows
 
 
 def _png(i: int) -> bytes:

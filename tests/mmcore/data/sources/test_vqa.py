@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from sourcekit import CFG, read_rows, solid_png, write_json
 
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import assign_split, ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.vqa import EasyVQASource, VQASource, easy_qa_type
 from mmcore.data.storage import Storage
+from tests.mmcore.data.sources.sourcekit import CFG, read_rows, solid_png, write_json
 
 
 def _q(qid: int, image_id: int, text: str) -> dict:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sourcekit import CFG, captions, read_rows
 
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.webdataset import WebDatasetSource
+from tests.mmcore.data.sources.sourcekit import CFG, captions, read_rows
 
 
 def _image(i: int, fmt: str = "PNG") -> bytes:
