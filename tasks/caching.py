@@ -21,6 +21,7 @@ import ast
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import cache
@@ -78,9 +79,19 @@ def code_files(module: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
-@cache
 def code_version(stage: str) -> str:
-    """Digest of the code stage `stage` runs (mmcore/stages/<stage>.py and what it imports)."""
+    """Digest of the code stage `stage` runs (mmcore/stages/<stage>.py and what it imports), read once per
+    process: the per-shard tasks of one run, on several threads, all get the same key even if a file is
+    edited meanwhile."""
+    with _VERSIONS_LOCK:
+        return _code_version(stage)
+
+
+_VERSIONS_LOCK = threading.Lock()
+
+
+@cache
+def _code_version(stage: str) -> str:
     h = hashlib.sha256()
     for path in code_files(f"mmcore.stages.{stage}"):
         h.update(str(path.relative_to(_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -35,15 +35,15 @@ def code_copy(tmp_path, monkeypatch):
     shutil.copytree(REPO / "mmcore", tmp_path / "mmcore", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(caching, "_ROOT", tmp_path)
     caching.code_files.cache_clear()
-    caching.code_version.cache_clear()
+    caching._code_version.cache_clear()
     yield tmp_path / "mmcore"
     caching.code_files.cache_clear()
-    caching.code_version.cache_clear()
+    caching._code_version.cache_clear()
 
 
 def _versions() -> dict[str, str]:
     caching.code_files.cache_clear()
-    caching.code_version.cache_clear()
+    caching._code_version.cache_clear()
     return {stage: caching.code_version(stage) for stage in ("ingest", "pretrain", "extract", "train", "evaluate")}
 
 
