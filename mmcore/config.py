@@ -154,6 +154,20 @@ class RegistryConfig(StrictModel):
         return self
 
 
+class ServingConfig(StrictModel):
+    """What the registered model accepts per request (mmcore/serving.py): a bad request is answered with a
+    one-line error, never by running out of memory. Unset limits take ingest's (an image ingest would
+    reject is rejected here too)."""
+
+    max_rows: int = Field(256, ge=1, description="requests (rows) in one call")
+    max_text_chars: int | None = Field(None, ge=1, description="characters of a text or question; default "
+                                                               "ingest.max_text_chars")
+    max_image_bytes: int = Field(20_000_000, ge=1, description="bytes of one encoded image")
+    max_image_pixels: int | None = Field(None, ge=1, description="width x height of one image; default "
+                                                                 "ingest.max_side squared")
+    max_k: int = Field(100, ge=1, description="search results per text")
+
+
 class OrchestrationConfig(StrictModel):
     """How the flows run their per-shard tasks (ingest, extract); it changes no output, so no stage key uses it."""
 
@@ -189,6 +203,7 @@ class PipelineConfig(StrictModel):
     heads: HeadsConfig = HeadsConfig()
     evaluate: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    serving: ServingConfig = ServingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="before")
