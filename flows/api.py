@@ -31,6 +31,8 @@ import urllib.request
 from contextlib import ExitStack, closing
 from typing import Any
 
+from mmcore.io import folder_lock
+
 STARTUP_TIMEOUT_S = 120.0  # a fresh database takes ~17 s to create on 2 cores
 
 
@@ -109,15 +111,18 @@ class PrefectApi:
             settings = get_current_settings()
             if settings.api.url or not settings.server.ephemeral.enabled:
                 return
-            self.server = TemporaryServer()
-            print(f"Prefect API: temporary server on {self.server.url} (set PREFECT_API_URL to use a Prefect "
-                  "server)", file=sys.stderr, flush=True)
-            os.environ["PREFECT_API_URL"] = self.server.url  # for this process and the ones it starts
-            from prefect.context import refresh_global_settings_context
+            # Commands started together would each create or migrate the database as their server boots, and
+            # the migrations race: one server boots at a time (the others wait here, not their commands).
+            with folder_lock(settings.home):
+                self.server = TemporaryServer()
+                print(f"Prefect API: temporary server on {self.server.url} (set PREFECT_API_URL to use a Prefect "
+                      "server)", file=sys.stderr, flush=True)
+                os.environ["PREFECT_API_URL"] = self.server.url  # for this process and the ones it starts
+                from prefect.context import refresh_global_settings_context
 
-            refresh_global_settings_context()
-            self._configured.set()
-            self.server.wait_ready()
+                refresh_global_settings_context()
+                self._configured.set()
+                self.server.wait_ready()
         except BaseException as exc:  # re-raised in the caller's thread by __enter__
             self._error = exc
         finally:

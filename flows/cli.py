@@ -16,6 +16,9 @@ flow (or to the library); nothing below reads a preset again.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +29,23 @@ import flows  # noqa: F401  (sets the embedded defaults before Prefect is import
 from flows.api import PrefectApi
 from flows.cli_data import DEMO_IMAGES, TestImages, data_app, test_split
 from flows.cli_model import model_app
-from flows.cli_options import Dataset, Format, Preset, Sets, Source, console, fail, print_metrics, resolve
+from flows.cli_options import (
+    Dataset,
+    Format,
+    Preset,
+    Sets,
+    Source,
+    console,
+    print_metrics,
+    refresh_stages,
+    resolve,
+)
 from flows.env import mm_home
 from mmcore.catalog import Catalog
+from mmcore.config import PipelineConfig
 
-app = typer.Typer(help="Multimodal pipelines: ingest, pretrain, extract, train, evaluate, serve.",
+app = typer.Typer(help="Multimodal pipelines: ingest, pretrain, extract, train, evaluate, serve. An error is one "
+                       "line (exit 2); --debug, anywhere on the command line, shows its traceback.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app)
@@ -38,18 +53,10 @@ runs_app = typer.Typer(help="MLflow runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
 STAGES = ("pretrain", "extract", "train", "evaluate")
+UPSTREAM = {"pretrain": "ingest", "extract": "pretrain", "train": "extract", "evaluate": "train"}
 Refresh = Annotated[list[str] | None, typer.Option(
     "--refresh", metavar="STAGE", help="run this stage even when its cached result is valid (pretrain, extract, "
                                        "train, evaluate or all; repeatable)")]
-
-
-def _refresh(names: list[str] | None) -> list[str]:
-    from tasks.caching import check_refresh
-
-    try:
-        return check_refresh(names or [])
-    except ValueError as exc:
-        raise fail(str(exc)) from None
 
 
 def _stage(name: str):
@@ -57,13 +64,16 @@ def _stage(name: str):
             refresh: Annotated[bool, typer.Option("--refresh", help="run the stage even when its cached result "
                                                   "(same inputs, config and code) is still valid")] = False) -> None:
         cfg = resolve(preset, dataset, sets)
+        cat = Catalog.from_config(cfg)
+        if cat.remote_root is None:  # a bucket's copy is pulled by the flow; a local one must be there now
+            cat.require(UPSTREAM[name])
         api = PrefectApi.start()
         from flows import evaluate, extract, pretrain, train
         from flows.common import with_task_runner
 
         flow = {"pretrain": pretrain.pretrain_flow, "extract": extract.extract_flow, "train": train.train_flow,
                 "evaluate": evaluate.evaluate_flow}[name]
-        with api:
+        with running(api):
             result = with_task_runner(flow, cfg)(cfg, refresh=refresh)  # orchestration.task_runner
         if isinstance(result, dict) and "metrics" in result:
             print_metrics(result["metrics"])
@@ -76,6 +86,24 @@ def _stage(name: str):
 
 for _name in STAGES:
     app.command(_name)(_stage(_name))
+
+
+@contextmanager
+def running(api: PrefectApi) -> Iterator[None]:
+    """The block runs flows against `api`, their runs tagged with this process (tasks/crashed.py)."""
+    from prefect import tags
+
+    from tasks.crashed import PREFECT_TAG, process_id
+
+    with api, tags(f"{PREFECT_TAG}{process_id()}"):
+        yield
+
+
+def check_source(cfg: PipelineConfig) -> None:
+    """The dataset's source is there and readable: checked before any server starts."""
+    from mmcore.stages.ingest import check_source as check
+
+    check(cfg, Catalog.from_config(cfg))
 
 
 @app.command()
@@ -91,11 +119,12 @@ def ingest(
 ) -> None:
     """Run the ingest stage flow: only records that are new (or edited) since the last run are processed."""
     cfg = resolve(preset, dataset, sets, source, fmt)
+    check_source(cfg)
     api = PrefectApi.start()
     from flows.common import with_task_runner
     from flows.ingest import ingest_flow
 
-    with api:
+    with running(api):
         r = with_task_runner(ingest_flow, cfg)(cfg, workers=workers, retry_rejected=retry_rejected)
     table = Table(title=f"ingested {r.source['uri']} ({r.source['format']})")
     for col in ("records in", "accepted", "rejected", "processed now", "kept", "dropped"):
@@ -118,11 +147,12 @@ def _texts(processed: Any) -> dict[str, int]:
 @app.command()
 def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None, refresh: Refresh = None) -> None:
     """Run the whole pipeline flow."""
-    cfg, fresh = resolve(preset, dataset, sets), _refresh(refresh)
+    cfg, fresh = resolve(preset, dataset, sets), refresh_stages(refresh)
+    check_source(cfg)
     api = PrefectApi.start()
     from flows.pipeline import pipeline_flow
 
-    with api:
+    with running(api):
         result = pipeline_flow(cfg, fresh)
     print_metrics(result["metrics"])
 
@@ -136,21 +166,25 @@ def demo(
 ) -> None:
     """Generate the demo data if missing, run the pipeline, print metrics and where to look."""
     cfg = resolve(preset, None, sets)
-    api = PrefectApi.start()
-    from flows.pipeline import pipeline_flow
     from mmcore.data import mirror
     from mmcore.data.records import ANNOTATIONS
     from mmcore.data.storage import Storage
     from mmcore.data.synth import generate_shapes
 
     cat = Catalog.from_config(cfg)
-    if not Storage(cat.raw_uri).is_file(ANNOTATIONS):
+    generate = not Storage(cat.raw_uri).is_file(ANNOTATIONS)
+    if not generate:
+        check_source(cfg)
+    api = PrefectApi.start()  # boots while the data is generated and torch is imported
+    if generate:
         console.print(f"generating {images} synthetic images in {cat.raw_uri} ...")
         generate_shapes(cat.raw, images, seed=0, image_size=cfg.ingest.image_size,
                         test_images=test_split(images, test_images))
         if cat.remote_root:  # data_root is a bucket: the pipeline reads the raw dataset there
             mirror.push(cat.raw, Storage(cat.raw_uri))
-    with api:
+    from flows.pipeline import pipeline_flow
+
+    with running(api):
         result = pipeline_flow(cfg)
     print_metrics(result["metrics"])
     _print_next_steps(result.get("model", {}), cat.raw)
@@ -218,5 +252,26 @@ def home() -> None:
                   f"PREFECT_HOME={os.environ['PREFECT_HOME']}")
 
 
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def main() -> None:
+    """The `mm` command: a user error (a bad config, source, file or parameter) is one line and exit status
+    2; with --debug anywhere on the command line, its traceback instead."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        console.print(f"[red]error:[/red] {message}", highlight=False)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

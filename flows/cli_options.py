@@ -23,28 +23,38 @@ Format = Annotated[str | None, typer.Option("--format", help="source format (def
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a one-line error and return the exit to raise."""
+    """Print a one-line error and return the exit to raise (for errors that are no exception; an exception
+    of a user error is printed as one line by `mm` itself, flows/cli.py: main)."""
     console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
 
 
 def resolve(preset: str, dataset: str | None, sets: list[str] | None, source: str | None = None,
             fmt: str | None = None) -> PipelineConfig:
-    """The run's config from the command's options, resolved once; a bad option is a one-line error."""
+    """The run's config from the command's options, resolved once. A bad option raises ValueError or
+    FileNotFoundError, which `mm` prints as one line (flows/cli.py: main)."""
     overrides: dict[str, Any] = {}
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise fail(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"--set expects key=value, got {item!r}")
         overrides[key.strip()] = value.strip()
     if source:
         overrides["ingest.source"] = source
     if fmt:
         overrides["ingest.format"] = fmt
-    try:
-        return load_config(preset, overrides, dataset=dataset)
-    except (ValueError, FileNotFoundError) as exc:
-        raise fail(str(exc).replace("\n", " ")) from None
+    return load_config(preset, overrides, dataset=dataset)
+
+
+def refresh_stages(names: list[str] | None) -> list[str]:
+    """The stages `--refresh` names (`all`: every cached stage); an unknown name is a one-line error."""
+    from mmcore.stages import CACHED
+
+    names = list(names or [])
+    unknown = sorted(set(names) - {*CACHED, "all"})
+    if unknown:
+        raise ValueError(f"--refresh names unknown stage(s) {unknown}; choose from {[*CACHED, 'all']}")
+    return list(CACHED) if "all" in names else names
 
 
 def print_metrics(metrics: dict[str, float]) -> None:

@@ -278,9 +278,14 @@ def _read_preset(preset: str | Path) -> dict[str, Any]:
         if str(preset) not in preset_names():
             raise ValueError(f"unknown preset {preset!r}; choose one of {preset_names()} or a .yaml path")
         text = (resources.files("mmcore") / "presets" / f"{preset}.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"config {preset} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config {preset} must be a mapping at the top level, got {type(data).__name__}")
+        raise ValueError(f"config {preset} must be a mapping of sections at the top level, got {type(data).__name__}")
     return data
 
 
@@ -304,10 +309,40 @@ def load_config(
     data: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         if isinstance(value, str):
-            value = yaml.safe_load(value)  # "3" -> 3, "true" -> True, as typed on a command line
+            try:
+                value = yaml.safe_load(value)  # "3" -> 3, "true" -> True, as typed on a command line
+            except yaml.YAMLError:
+                raise ValueError(f"override {key}={value!r}: not a valid value") from None
         _set_dotted(data, key, value)
     data.update({key: value for key, value in top.items() if value is not None})
     try:
         return PipelineConfig.model_validate({**data, "preset": str(preset)})
     except ValidationError as exc:
-        raise ValueError(f"invalid config from {preset}: {exc}") from exc
+        raise ValueError(f"invalid config from {preset}: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error in one line: each bad key with what it got and what is allowed."""
+    return "; ".join(_describe_one(error) for error in exc.errors())
+
+
+def _describe_one(error: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        section = _section_model(error["loc"][:-1])
+        valid = ", ".join(section.model_fields) if section is not None else ""
+        return f"{loc} is not a setting" + (f"; valid keys here: {valid}" if valid else "")
+    if not loc:
+        return message
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{loc}: {message}{shown}"
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    model: Any = PipelineConfig
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None

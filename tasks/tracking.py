@@ -24,11 +24,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 from mmcore.config import PipelineConfig
 from mmcore.progress import Progress
 from mmcore.stages.hooks import Hooks
+from tasks import crashed, store
 
 _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 
 def client() -> MlflowClient:
+    """A client of the tracking store; the first one in a process makes sure the store exists (tasks/store.py)."""
+    store.ensure()
     return MlflowClient()
 
 
@@ -79,11 +82,16 @@ def start_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None)
     prefect = _prefect_tags()
     name = f"{stage}-{prefect['prefect.flow_run_name']}" if prefect else stage
     tags = {MLFLOW_RUN_NAME: name, "stage": stage, "dataset": cfg.dataset, "mlflow.source.name": f"flows/{stage}.py",
-            "mlflow.source.type": "JOB", **git_tags(), **prefect}
+            "mlflow.source.type": "JOB", crashed.TAG: crashed.process_id(), **git_tags(), **prefect}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     c = client()
-    run = c.create_run(experiment_id(cfg.dataset), tags=tags, run_name=name)
+    experiment = experiment_id(cfg.dataset)
+    if not parent_run_id:  # a new run: end those that a killed process left running
+        crashed.fail_mlflow_runs(c, experiment)
+        if prefect:
+            crashed.crash_flow_runs()
+    run = c.create_run(experiment, tags=tags, run_name=name)
     params = [Param(k, str(v)) for k, v in cfg.flat().items()]
     for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
         c.log_batch(run.info.run_id, params=params[i : i + 90])
@@ -100,7 +108,8 @@ def _tag_flow_run(flow_run_id: str, run_id: str, experiment_id: str) -> None:
     with get_client(sync_client=True) as prefect:
         current = prefect.read_flow_run(flow_run_id).tags
         prefect.update_flow_run(flow_run_id, tags=[*current, f"mlflow-run:{run_id}",
-                                                   f"mlflow-experiment:{experiment_id}"])
+                                                   f"mlflow-experiment:{experiment_id}",
+                                                   f"{crashed.PREFECT_TAG}{crashed.process_id()}"])
 
 
 def end_run(run_id: str, failed: bool = False) -> None:

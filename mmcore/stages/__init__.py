@@ -11,3 +11,6 @@ call it, log what it returns and decide where it runs.
 This package imports no stage module itself, so importing one stage loads only the code that stage runs
 (its cache key covers exactly that code).
 """
+
+# The stages whose results Prefect caches, and so the names `--refresh` takes (tasks/caching.py).
+CACHED = ("pretrain", "extract", "train", "evaluate")

@@ -141,3 +141,37 @@ def test_folder_lock_makes_writers_take_turns_and_dies_with_its_holder(tmp_path)
         holder.wait()
     with folder_lock(tmp_path / "out", timeout=5):
         assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written beside or into the folder
+
+
+def test_four_runs_started_together_in_a_fresh_folder_all_finish(tmp_path):
+    """No Prefect API and no MLflow store yet: each command starts its own temporary server, and the four
+    would race to create and migrate both databases."""
+    from mlflow.tracking import MlflowClient
+
+    from mmcore.data.synth import generate_shapes
+
+    generate_shapes(tmp_path / "data" / "raw" / "smoke", 40, seed=4, image_size=32)
+    home = tmp_path / "mm"
+    env = {**os.environ, "MM_HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for key in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI", "MM_ARTIFACT_ROOT"):
+        env.pop(key, None)
+    sets = {"data_root": str(tmp_path / "data"), "pretrain.epochs": 1, "heads.epochs": 1, "heads.vqa_baselines": False,
+            "heads.translation": False, "heads.generation": False}
+    cmd = [sys.executable, "-m", "flows.cli", "pipeline", "--preset", "smoke",
+           *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(4)]
+    try:
+        outputs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * 4, "\n\n".join(o[-3000:] for o in outputs)
+    assert not any("Application startup failed" in o or "already exists" in o for o in outputs)
+    assert sum("Prefect API: temporary server" in o for o in outputs) == 4  # each its own server, one database
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'pipeline'")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
