@@ -62,9 +62,8 @@ def test_user_errors_are_one_line_and_exit_2(monkeypatch, capsys, broken, args, 
 
 def test_a_utf16_annotation_file_is_named_in_one_line(monkeypatch, capsys, broken):
     code, out = _mm(monkeypatch, capsys, "ingest", "--preset", "smoke", "--set", f"data_root={broken / 'data'}")
-    if code == 0:  # the reader may take it record by record: then every record is a rejection, none lost
-        return
-    assert code == 2 and len(out.splitlines()) == 1 and "annotations.jsonl" in out, out
+    assert code == 2 and len(out.splitlines()) == 1, out
+    assert "annotations.jsonl line 1 is not UTF-8 text" in out and "expected one JSON object per line" in out
 
 
 def test_errors_come_before_any_server_and_debug_shows_the_traceback(tmp_path):
