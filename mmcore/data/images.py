@@ -12,6 +12,9 @@ from mmcore.config import IngestConfig
 from mmcore.data import records as R
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+_SWAPPING = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees (transpose, rotate, transverse)
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -39,10 +42,17 @@ def to_rgb_square(img: Image.Image, size: int) -> Image.Image:
     return frame.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
+def turned(img: Image.Image) -> bool:
+    """Whether the image's EXIF orientation (as `ImageOps.exif_transpose` applies it) swaps width and height."""
+    return img.getexif().get(_ORIENTATION, 1) in _SWAPPING
+
+
 def load_image(data: bytes, cfg: IngestConfig) -> tuple[bytes, int, int] | R.Problem:
-    """Decodes, checks and resizes one image file's bytes: (PNG bytes, source width, height) or the problem."""
+    """Decodes, checks and resizes one image file's bytes: (PNG bytes, width, height as shown, i.e. after its
+    EXIF orientation) or the problem. Whatever decoding these bytes raises is a problem of the record."""
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the image is judged by its decoding
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
@@ -53,15 +63,52 @@ def load_image(data: bytes, cfg: IngestConfig) -> tuple[bytes, int, int] | R.Pro
                 if max(width, height) / min(width, height) > cfg.max_aspect:
                     return R.Problem(R.BAD_ASPECT, f"aspect ratio of {width}x{height} exceeds {cfg.max_aspect}")
                 frame = to_rgb_square(img, cfg.image_size)
+                if turned(img):  # stored upright: its size as stored
+                    width, height = height, width
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return R.Problem(R.TOO_LARGE, f"decompression bomb guard: {exc}")
-    except UnidentifiedImageError as exc:
-        return R.Problem(R.UNDECODABLE, f"not an image Pillow can read: {exc}")
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc)
-        if isinstance(exc, EOFError) or "truncated" in text or "broken data stream" in text:
-            return R.Problem(R.TRUNCATED, f"image data ends early: {type(exc).__name__}: {text}")
-        return R.Problem(R.UNDECODABLE, f"{type(exc).__name__}: {text}")
+    except Exception as exc:  # Pillow raises many kinds on bad bytes (also ValueError, struct.error, ...)
+        return decode_problem(data, exc)
     buf = io.BytesIO()
     frame.save(buf, format="PNG", optimize=False)
     return buf.getvalue(), width, height
+
+
+def decode_problem(data: bytes, exc: Exception) -> R.Problem:
+    """`truncated` for an image cut short (Pillow says so, or the bytes begin as a known format but do not end as
+    it), `undecodable` for anything else."""
+    text = "" if isinstance(exc, UnidentifiedImageError) else str(exc)  # its text names a BytesIO at an address
+    detail = f"{type(exc).__name__}: {text}" if text else "Pillow cannot identify it"
+    if isinstance(exc, EOFError) or "truncated" in text or "broken data stream" in text:
+        return R.Problem(R.TRUNCATED, f"image data ends early: {detail}")
+    fmt = cut_short(data)
+    if fmt is not None:
+        return R.Problem(R.TRUNCATED, f"image data ends early: a {fmt} file truncated at {len(data)} bytes ({detail})")
+    if isinstance(exc, UnidentifiedImageError):
+        return R.Problem(R.UNDECODABLE, f"not an image Pillow can read: {_kind(data)}")
+    return R.Problem(R.UNDECODABLE, detail)
+
+
+def cut_short(data: bytes) -> str | None:
+    """The format whose file `data` begins as a valid start of but does not end as (so it was cut), else None.
+
+    JPEG: the start-of-image marker and a first segment marker, but no end-of-image marker. PNG: the signature and
+    a complete IHDR chunk, but no IEND chunk. GIF: a complete header with a nonzero size, but no trailer.
+    WebP, BMP: fewer bytes than the header's own size field.
+    """
+    if data[:3] == b"\xff\xd8\xff" and len(data) > 4 and b"\xff\xd9" not in data[-32:]:
+        return "JPEG"
+    if data[:8] == _PNG and data[8:16] == b"\x00\x00\x00\x0dIHDR" and len(data) >= 33 and b"IEND" not in data[-16:]:
+        return "PNG"
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 13 and data[6:10].count(0) < 4 and data[-1:] != b";":
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) < int.from_bytes(data[4:8], "little") + 8:
+        return "WebP"
+    if data[:2] == b"BM" and len(data) >= 14 and len(data) < int.from_bytes(data[2:6], "little"):
+        return "BMP"
+    return None
+
+
+def _kind(data: bytes) -> str:
+    """What the first bytes are, for a message: their hex, or that there are none."""
+    return f"{len(data)} bytes starting {data[:8].hex(' ')}" if data else "the file is empty"

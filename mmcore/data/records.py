@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,9 +25,12 @@ ANNOTATIONS = "annotations.jsonl"
 
 # Rejection reason codes; every rejected record carries one plus a human-readable message.
 MALFORMED = "malformed"  # not JSON, or not the record schema of its format
-BAD_ENCODING = "bad_encoding"  # text that is not UTF-8
+BAD_ENCODING = "bad_encoding"  # text that is not UTF-8 (or holds NUL bytes, or JSON escapes that are no characters)
 MISSING_FILE = "missing_file"
 OUTSIDE_ROOT = "outside_root"
+BAD_PATH = "bad_path"  # a path no file can have: a NUL byte, a name too long, a symlink loop
+UNREADABLE = "unreadable"  # the file is there but cannot be read (permission denied, I/O error)
+ORPHAN = "orphan"  # an annotation, question or answer whose image (or question) the source does not list
 UNDECODABLE = "undecodable"  # not an image Pillow can open
 TRUNCATED = "truncated"  # an image file cut short
 TOO_SMALL = "too_small"
@@ -36,8 +40,10 @@ EMPTY_TEXT = "empty_text"
 TEXT_TOO_LONG = "text_too_long"
 NO_TEXT = "no_text"
 DUPLICATE = "duplicate"  # same image bytes, or same record key, as an earlier record
-REASONS = (MALFORMED, BAD_ENCODING, MISSING_FILE, OUTSIDE_ROOT, UNDECODABLE, TRUNCATED, TOO_SMALL, TOO_LARGE,
-           BAD_ASPECT, EMPTY_TEXT, TEXT_TOO_LONG, NO_TEXT, DUPLICATE)
+REASONS = (MALFORMED, BAD_ENCODING, MISSING_FILE, OUTSIDE_ROOT, BAD_PATH, UNREADABLE, ORPHAN, UNDECODABLE, TRUNCATED,
+           TOO_SMALL, TOO_LARGE, BAD_ASPECT, EMPTY_TEXT, TEXT_TOO_LONG, NO_TEXT, DUPLICATE)
+SHOWN_CHARS = 200  # longer values are cut in messages (the rejection row keeps the whole image path)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # "<_io.BytesIO object at 0x7f...>": differs from run to run
 
 
 class QA(BaseModel):
@@ -69,6 +75,22 @@ class Problem:
 
     reason: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Rejections are stored and compared byte for byte: no memory addresses, and text UTF-8 can hold
+        object.__setattr__(self, "message", storable_text(_ADDRESS.sub("", self.message)))
+
+
+def storable_text(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (lone surrogates from JSON escapes or undecodable file names) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown(value: str) -> str:
+    """`value` for a message: quoted, escaped, and cut to SHOWN_CHARS characters."""
+    if len(value) <= SHOWN_CHARS:
+        return storable_text(repr(value))
+    return storable_text(repr(value[:SHOWN_CHARS])) + f"... ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -110,11 +132,16 @@ class SourceRecord:
 
 
 def decode_text(raw: bytes, what: str) -> str | Problem:
-    """UTF-8 text (a leading byte-order mark is dropped), or a bad_encoding problem naming `what`."""
+    """UTF-8 text (a leading byte-order mark is dropped), or a bad_encoding problem naming `what`.
+
+    NUL bytes are no text either: they are what UTF-16 (or a binary file) looks like read as UTF-8."""
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return Problem(BAD_ENCODING, f"{what} is not UTF-8 text: {exc.reason} at byte {exc.start}")
+    if "\x00" in text:
+        return Problem(BAD_ENCODING, f"{what} is not UTF-8 text: a NUL byte at byte {raw.index(0)} (UTF-16?)")
+    return text
 
 
 def parse_annotation(data: Any, where: str) -> Annotation | Problem:
@@ -132,11 +159,20 @@ def parse_json_line(raw: bytes, where: str) -> Annotation | Problem:
     text = decode_text(raw, where)
     if isinstance(text, Problem):
         return text
+    data = load_json_text(text, where)
+    return data if isinstance(data, Problem) else parse_annotation(data, where)
+
+
+def load_json_text(text: str, where: str, lines: bool = False) -> Any:
+    """One JSON value, or a malformed problem: a syntax error (at its column; `lines`: its line and column), but
+    also what the parser cannot take (a number of over 4300 digits, nesting deeper than the recursion limit)."""
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        return Problem(MALFORMED, f"{where} is not JSON: {exc.msg} at column {exc.colno}")
-    return parse_annotation(data, where)
+        at = f"line {exc.lineno} column {exc.colno}" if lines else f"column {exc.colno}"
+        return Problem(MALFORMED, f"{where} is not JSON: {exc.msg} at {at}")
+    except (ValueError, RecursionError) as exc:
+        return Problem(MALFORMED, f"{where} is not JSON this reader can take: {type(exc).__name__}: {exc}")
 
 
 def check_text(ann: Annotation, max_chars: int) -> Problem | None:
@@ -165,3 +201,22 @@ def by_lang(texts: Iterable[str | tuple[str, str | None]]) -> dict[str, list[str
 def guess_lang(text: str) -> str:
     """'zh' when the text contains CJK ideographs, else 'en': for formats that do not say."""
     return "zh" if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text) else "en"
+
+
+def storable(rec: SourceRecord) -> SourceRecord:
+    """`rec` when all of its text can be stored (UTF-8); otherwise its bad_encoding rejection.
+
+    JSON escapes can hold lone surrogates ("\\udc80") and file names undecodable bytes, which no shard, key
+    digest or message can hold: such a record is rejected with its key, where and image path escaped.
+    """
+    try:
+        rec.digest()
+        rec.where.encode("utf-8")
+        return rec
+    except UnicodeEncodeError:
+        pass
+    where = storable_text(rec.where)
+    image = f" (image {shown(rec.image)})" if rec.image is not None else ""
+    problem = Problem(BAD_ENCODING, f"{where}{image}: holds text that is not valid Unicode (a lone surrogate: a "
+                                    f"JSON \\u escape of no character, or a file name that is not UTF-8)")
+    return SourceRecord(rec.number, storable_text(rec.key), where, None, split=rec.split, problem=problem)

@@ -7,6 +7,7 @@ environment is honoured (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFA
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 from pathlib import Path
@@ -19,6 +20,25 @@ import pyarrow.fs as pafs
 
 class OutsideRoot(ValueError):
     """A relative path that escapes the dataset root (`../x`, an absolute path, or a symlink out)."""
+
+
+class BadPath(ValueError):
+    """A relative path that no file can have: a NUL byte, text that is not Unicode, a name over the
+    filesystem's limit, a symlink loop."""
+
+
+class Unreadable(OSError):
+    """A local file that is there but cannot be read (permission denied, an I/O error)."""
+
+
+BAD_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL, errno.EILSEQ}
+MISSING_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+
+
+def _shown(rel: str, limit: int = 200) -> str:
+    """`rel` for a message: quoted, cut to `limit` characters."""
+    text = repr(rel) if len(rel) <= limit else f"{rel[:limit]!r}... ({len(rel)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def is_uri(path: str) -> bool:
@@ -70,14 +90,25 @@ class Storage:
     def path(self, rel: str = "") -> str:
         """The filesystem path of `rel`; raises OutsideRoot when it would leave the root."""
         self.fs  # noqa: B018 - sets self._base
+        if "\x00" in rel:
+            raise BadPath(f"{_shown(rel)} holds a NUL byte: no file name can")
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadPath(f"{_shown(rel)} is not valid Unicode text (a lone surrogate)") from None
         if rel.startswith("/") or "\\" in rel:
-            raise OutsideRoot(f"{rel!r} is not a relative path inside {self.uri}")
+            raise OutsideRoot(f"{_shown(rel)} is not a relative path inside {self.uri}")
         norm = posixpath.normpath(rel) if rel else "."
         if norm == ".." or norm.startswith("../"):
-            raise OutsideRoot(f"{rel!r} points outside {self.uri}")
+            raise OutsideRoot(f"{_shown(rel)} points outside {self.uri}")
         full = self._base if norm == "." else f"{self._base}/{norm}"
-        if self.local and not Path(full).resolve().is_relative_to(Path(self._base).resolve()):
-            raise OutsideRoot(f"{rel!r} resolves outside {self.uri} (symlink)")
+        if self.local:
+            try:
+                inside = Path(full).resolve().is_relative_to(Path(self._base).resolve())
+            except (OSError, RuntimeError) as exc:  # a name too long; RuntimeError: a symlink loop
+                raise BadPath(f"{_shown(rel)} cannot name a file: {getattr(exc, 'strerror', None) or exc}") from None
+            if not inside:
+                raise OutsideRoot(f"{_shown(rel)} resolves outside {self.uri} (symlink)")
         return full
 
     def child(self, rel: str) -> Storage:
@@ -94,17 +125,35 @@ class Storage:
         return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.Directory
 
     def read_bytes(self, rel: str) -> bytes:
-        """The file's bytes; FileNotFoundError when it is absent."""
+        """The file's bytes.
+
+        Raises OutsideRoot or BadPath for a path that cannot be read here, FileNotFoundError when the file
+        is absent (or a folder), Unreadable when a local file cannot be read; other errors of an object
+        store (a lost connection) as they are, for a retry.
+        """
         path = self.path(rel)
         try:
             with self.fs.open_input_stream(path) as fh:
                 return fh.read()
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise FileNotFoundError(f"{self.describe(rel)} does not exist") from None
-        except OSError as exc:  # pyarrow reports a missing object as OSError on some filesystems
-            if self.fs.get_file_info(path).type != pafs.FileType.File:
-                raise FileNotFoundError(f"{self.describe(rel)} does not exist") from exc
-            raise
+        except OSError as exc:
+            raise self._read_error(rel, path, exc) from None
+
+    def _read_error(self, rel: str, path: str, exc: OSError) -> Exception:
+        """The error to raise for `exc`, raised by reading `rel`."""
+        if exc.errno in BAD_PATH_ERRNOS:
+            return BadPath(f"{_shown(rel)} cannot name a file: {os.strerror(exc.errno)}")
+        try:  # pyarrow reports a missing object (or a folder) as a plain OSError on some filesystems
+            found = self.fs.get_file_info(path).type
+        except OSError:
+            found = None
+        if (found is not None and found != pafs.FileType.File) or exc.errno in MISSING_ERRNOS:
+            return FileNotFoundError(f"{self.describe(rel)} does not exist")
+        if self.local:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            return Unreadable(exc.errno, f"{self.describe(rel)} cannot be read: {reason}")
+        return exc
 
     def open(self, rel: str) -> IO[bytes]:
         """A streaming binary reader (use as a context manager)."""
@@ -119,16 +168,36 @@ class Storage:
         return self.fs.open_input_file(self.path(rel))
 
     def files(self, rel: str = "", recursive: bool = True) -> list[str]:
-        """Relative paths of the files under `rel`, sorted; hidden files and folders are left out."""
+        """Relative paths of the files under `rel`, sorted; hidden files and folders are left out.
+
+        A local file name that is not UTF-8 is listed with its bad bytes as lone surrogates (as `os` does):
+        its record is then rejected, instead of the listing failing.
+        """
         base = self.path(rel)
-        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
         prefix = self.path("")
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
+            paths = [info.path for info in infos if info.type == pafs.FileType.File]
+        except UnicodeDecodeError:  # pyarrow cannot list a name that is not UTF-8
+            if not self.local:
+                raise
+            paths = _local_files(base, recursive)
         out = []
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            relpath = info.path[len(prefix):].lstrip("/")
+        for path in paths:
+            relpath = path[len(prefix):].lstrip("/")
             if any(part.startswith(".") for part in relpath.split("/")):
                 continue
             out.append(relpath)
         return sorted(out)
+
+
+def _local_files(base: str, recursive: bool) -> list[str]:
+    """The files under the local folder `base`, with os (whose names may hold surrogates)."""
+    if not os.path.isdir(base):
+        return []
+    out = []
+    for folder, subfolders, names in os.walk(base):
+        out += [f"{folder}/{name}" for name in names if os.path.isfile(f"{folder}/{name}")]
+        if not recursive:
+            subfolders.clear()
+    return out

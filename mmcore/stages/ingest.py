@@ -71,6 +71,7 @@ class IngestResult:
     tokenizer_kept: bool  # no record changed, so the tokenizer was not trained again
     seconds: float
     shard_writers: tuple[str, ...]  # host:pid of the processes that wrote shards this run
+    repaired: tuple[str, ...] = ()  # damaged shards found, dropped and rebuilt (the warnings logged)
 
     @property
     def outputs(self) -> list[Path]:
@@ -101,11 +102,11 @@ def check_source(cfg: PipelineConfig, cat: Catalog) -> SourceInfo:
 
 
 def plan(cfg: PipelineConfig, cat: Catalog, retry_rejected: bool = False) -> IngestPlan:
-    """Which records are new, edited or gone since the last run, cut into shards of work. Call under `lock`."""
-    planned = plan_ingest(open_source(cat.source, cfg.ingest.format), cat.processed, cfg.ingest, retry_rejected)
-    if planned.changes:  # incomplete until finish; unchanged, its manifest stays valid meanwhile
-        cat.processed.manifest.unlink(missing_ok=True)
-    return planned
+    """Which records are new, edited or gone since the last run, cut into shards of work; damaged shards are
+    dropped (`IngestPlan.repairs`, logged by `finish`). Call under `lock`.
+
+    With changes the manifest is removed: the dataset is incomplete until finish. Unchanged, it stays valid."""
+    return plan_ingest(open_source(cat.source, cfg.ingest.format), cat.processed, cfg.ingest, retry_rejected)
 
 
 def ingest_shard(plan_path: str, work: ShardWork, workers: int = 1,
@@ -119,6 +120,8 @@ def finish(cfg: PipelineConfig, cat: Catalog, plan_path: str, shards: list[Shard
     """Mark duplicates across shards, fit (or keep) the tokenizer, tokenize every shard, write the manifest."""
     hooks = hooks or Hooks()
     report = finish_ingest(IngestPlan.load(plan_path), shards)
+    for repair in report.repairs:  # found by plan (a task without hooks): the run's log shows them here
+        hooks.log(f"warning: {repair}")
     hooks.log(f"{report.records_in} records in the source: {report.processed} processed now, {report.kept} kept "
               f"from earlier runs, {report.dropped} old rows dropped; {report.accepted} accepted + "
               f"{report.rejected} rejected in {report.seconds:.1f} s")
@@ -146,7 +149,7 @@ def _result(cat: Catalog, report: IngestReport, manifest: dict[str, Any], tokeni
         records_in=manifest["records_in"], accepted=manifest["accepted"], rejected=manifest["rejected"],
         processed_now=report.processed, kept=report.kept, dropped=report.dropped, splits=manifest["splits"],
         rejects_by_reason=manifest["rejects_by_reason"], tokenizer_kept=tokenizer_kept, seconds=report.seconds,
-        shard_writers=tuple(sorted({s.writer for s in report.shards if s.writer})))
+        shard_writers=tuple(sorted({s.writer for s in report.shards if s.writer})), repaired=tuple(report.repairs))
 
 
 def run(cfg: PipelineConfig, cat: Catalog, workers: int | None = None, retry_rejected: bool = False,

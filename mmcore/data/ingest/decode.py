@@ -14,7 +14,7 @@ from functools import lru_cache
 from mmcore.config import IngestConfig
 from mmcore.data import records as R
 from mmcore.data.images import load_image
-from mmcore.data.storage import OutsideRoot, Storage
+from mmcore.data.storage import BadPath, OutsideRoot, Storage, Unreadable
 
 SPLITS = ("train", "val", "test")
 BATCH = 16  # records per process-pool task: amortises pickling without hurting load balance
@@ -62,9 +62,24 @@ def as_duplicate(row: dict, kept: str) -> dict:
             "duplicate_of": kept}
 
 
+class RecordError(RuntimeError):
+    """A record could not be processed for a reason outside it (e.g. the object store did not answer): the run
+    stops (a task retries it) with the record named, instead of rejecting a record that may be good."""
+
+
 def process_record(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key: str,
                    problem: R.Problem | None = None) -> dict:
-    """One record -> an accepted row (has "image") or a rejection row (has "reason")."""
+    """One record -> an accepted row (has "image") or a rejection row (has "reason").
+
+    Everything about the record itself (its text, path, file and image bytes) gives a rejection; anything else
+    raises RecordError naming the record."""
+    try:
+        return _process(uri, cfg, rec, record_key, problem)
+    except Exception as exc:
+        raise RecordError(f"{rec.where} (image {R.shown(rec.image or '')}): {type(exc).__name__}: {exc}") from exc
+
+
+def _process(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key: str, problem: R.Problem | None) -> dict:
     digest = rec.digest()
     problem = problem or rec.problem
     if problem is None:
@@ -74,12 +89,9 @@ def process_record(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key:
     ann = rec.annotation
     data = rec.image_bytes
     if data is None:
-        try:
-            data = _storage(uri).read_bytes(ann.image)
-        except OutsideRoot as exc:
-            return _reject(rec, record_key, digest, R.Problem(R.OUTSIDE_ROOT, str(exc)))
-        except FileNotFoundError as exc:  # also a folder where a file should be (Storage.read_bytes)
-            return _reject(rec, record_key, digest, R.Problem(R.MISSING_FILE, str(exc)))
+        data = _read(uri, ann.image)
+        if isinstance(data, R.Problem):
+            return _reject(rec, record_key, digest, data)
     loaded = load_image(data, cfg)
     if isinstance(loaded, R.Problem):
         return _reject(rec, record_key, digest, loaded)
@@ -101,6 +113,20 @@ def process_record(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key:
         "qa": [{"question": q.question.strip(), "answer": q.answer.strip().lower(), "type": q.type}
                for q in ann.qa],
     }
+
+
+def _read(uri: str, image: str) -> bytes | R.Problem:
+    """The image file's bytes, or the problem with its path or file (Storage.read_bytes)."""
+    try:
+        return _storage(uri).read_bytes(image)
+    except OutsideRoot as exc:
+        return R.Problem(R.OUTSIDE_ROOT, str(exc))
+    except BadPath as exc:
+        return R.Problem(R.BAD_PATH, str(exc))
+    except FileNotFoundError as exc:  # also a folder where a file should be
+        return R.Problem(R.MISSING_FILE, str(exc))
+    except Unreadable as exc:
+        return R.Problem(R.UNREADABLE, exc.strerror or str(exc))
 
 
 def _process_batch(uri: str, cfg: IngestConfig, items: list[tuple]) -> list[dict]:

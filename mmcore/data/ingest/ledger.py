@@ -3,14 +3,20 @@ rows a run replaced (or with rows moved to the rejects as duplicates)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmcore.catalog import ProcessedDir
+from mmcore.catalog import ProcessedDir, parse_shard_name
 from mmcore.data.ingest.decode import as_duplicate, key64
 from mmcore.data.shards import REJECTS, read_metadata, write_table
+from mmcore.io import file_sha256, read_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,17 +28,23 @@ class Ledger:
     shards: list[int] = field(default_factory=list)
     drop: dict[int, set[int]] = field(default_factory=dict)  # shard -> record keys to drop from it
     redo: set[int] = field(default_factory=set)  # live rows whose image an earlier live row has (see read)
+    repairs: list[str] = field(default_factory=list)  # damaged shards dropped (warnings, for the run's log)
 
     @classmethod
     def read(cls, processed: ProcessedDir) -> Ledger:
-        """The ledger of the complete shards in `processed`, after removing what killed runs left there."""
+        """The ledger of the complete shards in `processed`, after removing what killed runs left there and the
+        shards that are damaged (their records are then ingested again, their token shards rebuilt)."""
         led = cls()
-        led.shards = _remove_leftovers(processed)
+        led.shards, led.repairs = drop_damaged(processed, _remove_leftovers(processed))
         images: list[tuple[int, str, int, int]] = []  # (image prefix, sample id, record key, shard), in order
-        for index in led.shards:
-            for path, rejected in ((processed.samples(index), False), (processed.rejects(index), True)):
-                columns = ["record_key", "record_digest"] + ([] if rejected else ["sample_id", "image_sha256"])
-                table = pq.read_table(path, columns=columns)
+        tables = {index: _ledger_tables(processed, index) for index in led.shards}
+        for index, pair in tables.items():
+            if isinstance(pair, str):  # the footer read, the columns did not: damaged all the same
+                led.repairs.append(_drop(processed, index, pair))
+                led.shards.remove(index)
+                continue
+            for table, rejected in pair:
+                columns = _columns(rejected)
                 for key, digest, *kept in zip(*(table[c].to_pylist() for c in columns), strict=True):
                     k = key64(key)
                     if k in led.records:  # rewritten by a later run (killed before it compacted)
@@ -49,6 +61,80 @@ class Ledger:
             if led.images.setdefault(prefix, sid) != sid:
                 led.redo.add(k)
         return led
+
+
+def _columns(rejected: bool) -> list[str]:
+    return ["record_key", "record_digest"] + ([] if rejected else ["sample_id", "image_sha256"])
+
+
+def _ledger_tables(processed: ProcessedDir, index: int) -> list[tuple[pa.Table, bool]] | str:
+    """The ledger's columns of shard pair `index` as (table, rejected), or why they cannot be read."""
+    out = []
+    for path, rejected in ((processed.samples(index), False), (processed.rejects(index), True)):
+        try:
+            out.append((pq.read_table(path, columns=_columns(rejected)), rejected))
+        except (pa.ArrowException, OSError) as exc:
+            return f"{path} cannot be read: {type(exc).__name__}: {exc}"
+    return out
+
+
+def drop_damaged(processed: ProcessedDir, indexes: list[int]) -> tuple[list[int], list[str]]:
+    """Removes the shards that cannot be read as Parquet or whose bytes differ from the digest the manifest (when
+    there is one) recorded: a damaged sample or reject shard takes its pair with it, so its records are ingested
+    again; a damaged token shard alone is rebuilt. Returns the indexes kept and a warning per file dropped."""
+    entries = _manifest_entries(processed)
+    kept, repairs = [], []
+    for index in indexes:
+        entry = entries.get(index, {})
+        damage = (_damage(processed.samples(index), entry.get("samples_sha256"))
+                  or _damage(processed.rejects(index), entry.get("rejects_sha256")))
+        if damage:
+            repairs.append(_drop(processed, index, damage))
+            continue
+        tokens = processed.tokens(index)
+        if tokens.exists() and (damage := _damage(tokens, entry.get("tokens_sha256"))):
+            tokens.unlink()
+            repairs.append(_warn(f"{damage}: dropped, the shard is tokenized again"))
+        kept.append(index)
+    return kept, repairs
+
+
+def _drop(processed: ProcessedDir, index: int, damage: str) -> str:
+    for path in (processed.samples(index), processed.rejects(index), processed.tokens(index)):
+        path.unlink(missing_ok=True)  # samples first: a run killed meanwhile finds an unfinished shard
+    return _warn(f"{damage}: dropped with the rest of shard {index:05d}, whose records are ingested again")
+
+
+def _warn(message: str) -> str:
+    log.warning("%s", message)
+    return message
+
+
+def _damage(path: Path, sha256: str | None) -> str | None:
+    """What is wrong with the shard file `path`, or None: absent, no Parquet footer, other bytes than `sha256`."""
+    if not path.exists():
+        return f"{path} is missing"
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as exc:
+        return f"{path} cannot be read as Parquet ({type(exc).__name__}: {exc})"
+    if sha256 is not None and file_sha256(path) != sha256:
+        return f"{path} does not have the bytes the manifest recorded for it (sha256 {sha256[:12]}...)"
+    return None
+
+
+def _manifest_entries(processed: ProcessedDir) -> dict[int, dict[str, Any]]:
+    """Shard index -> its manifest entry (with the digests of its files); empty without a readable manifest.
+
+    The manifest is removed by any run that changes a shard and written last, so when there is one, it
+    describes the shards on disk."""
+    try:
+        shards = read_json(processed.manifest)["shards"]
+        return {parse_shard_name(entry["samples"])[1]: entry for entry in shards}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        if processed.manifest.exists():
+            _warn(f"{processed.manifest} cannot be read ({type(exc).__name__}: {exc}): shards checked without it")
+        return {}
 
 
 def _remove_leftovers(processed: ProcessedDir) -> list[int]:

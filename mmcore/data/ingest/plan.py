@@ -44,11 +44,12 @@ class IngestPlan:
     kept: int = 0
     work: list[ShardWork] = field(default_factory=list)
     started: float = 0.0  # wall clock (time.time): the shard tasks may run on other machines
+    repairs: list[str] = field(default_factory=list)  # damaged shards the ledger dropped: warnings for the log
 
     @property
     def changes(self) -> bool:
         """False when the run finds nothing to build, drop or fix: the live shards stay as they are."""
-        return bool(self.work) or bool(self.ledger().drop)
+        return bool(self.work) or bool(self.repairs) or bool(self.ledger().drop)
 
     @property
     def path(self) -> str:
@@ -103,8 +104,11 @@ def plan_ingest(source: Source, processed: ProcessedDir, cfg: IngestConfig, retr
         if k not in seen:
             ledger.drop.setdefault(index, set()).add(k)
     ledger.records = {}  # not needed any more; keeps ledger.pkl small
+    plan.repairs = ledger.repairs
     plan.save_ledger(ledger)
     plan.save()
+    if plan.changes:  # the manifest describes the shards on disk (their digests): gone until finish writes it
+        processed.manifest.unlink(missing_ok=True)
     return plan
 
 
@@ -116,7 +120,7 @@ def _cut_shards(plan: IngestPlan, records: Iterable[R.SourceRecord], ledger: Led
     repeats: dict[int, int] = {}  # source key -> how many times it has come so far (only repeated keys)
     first_index = (ledger.shards[-1] + 1) if ledger.shards else 0
     batch: list[tuple] = []
-    for rec in records:
+    for rec in map(R.storable, records):
         plan.records_in += 1
         k = key64(rec.key)
         problem, record_key = None, rec.key

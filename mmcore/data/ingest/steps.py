@@ -60,6 +60,7 @@ class IngestReport:
     accepted: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    repairs: list[str] = field(default_factory=list)  # damaged shards dropped and rebuilt (warnings)
 
 
 def ingest_shard(plan: IngestPlan, work: ShardWork, workers: int = 1,
@@ -99,7 +100,7 @@ def finish_ingest(plan: IngestPlan, results: list[ShardResult]) -> IngestReport:
                            f"the plan has {[w.index for w in plan.work]}")
     ledger = plan.ledger()
     report = IngestReport(source=plan.source, records_in=plan.records_in, kept=plan.kept,
-                          processed=sum(w.records for w in plan.work))
+                          processed=sum(w.records for w in plan.work), repairs=list(plan.repairs))
     results = sorted(results, key=lambda r: r.index)
     dupes = _image_duplicates(plan, ledger, results)
     for result in results:

@@ -48,7 +48,7 @@ def tokenize_shard(processed: ProcessedDir, index: int, max_len: int) -> Path:
     inputs are unchanged."""
     samples_path, tokenizer_path, out = processed.samples(index), processed.tokenizer, processed.tokens(index)
     spec = {"samples": file_sha256(samples_path), "tokenizer": file_sha256(tokenizer_path), "max_len": max_len}
-    if out.exists() and read_metadata(out).get("spec") == spec:
+    if out.exists() and _spec(out) == spec:
         return out
     tok = TextTokenizer.from_file(tokenizer_path)
     table = pq.read_table(samples_path, columns=["sample_id", "captions", "qa"])
@@ -64,6 +64,14 @@ def tokenize_shard(processed: ProcessedDir, index: int, max_len: int) -> Path:
     tokens = pa.table({"sample_id": table["sample_id"], "caption_ids": caption_ids, "question_ids": question_ids},
                       schema=TOKENS)
     return write_table(out, tokens, {"spec": spec})
+
+
+def _spec(tokens: Path) -> dict[str, Any] | None:
+    """What the token shard was made from; None when it cannot be read (damaged: it is written again)."""
+    try:
+        return read_metadata(tokens).get("spec")
+    except (pa.ArrowException, OSError, ValueError):
+        return None
 
 
 def build_manifest(processed: ProcessedDir, report: IngestReport, extra: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +93,7 @@ def build_manifest(processed: ProcessedDir, report: IngestReport, extra: dict[st
             "samples": samples.name, "tokens": tokens.name, "rejects": rejects.name,
             "rows": r.accepted, "rejected": r.rejected, "splits": dict(sorted(splits.items())),
             "samples_sha256": file_sha256(samples), "tokens_sha256": file_sha256(tokens),
+            "rejects_sha256": file_sha256(rejects),  # each file's digest: a rerun rebuilds what was damaged
         })
     manifest = {
         "source": report.source,

@@ -102,6 +102,6 @@ def _json_problems(storage: Storage, files: list[str], limit: int = 64 << 20) ->
         except json.JSONDecodeError as exc:
             problems.append(f" {storage.describe(rel)} is not valid JSON ({exc.msg} at line {exc.lineno} column "
                             f"{exc.colno}), which may be why.")
-        except (OSError, UnicodeDecodeError):
+        except (OSError, ValueError, RecursionError):  # not UTF-8, a number over 4300 digits, too deep
             continue
     return "".join(problems[:3])

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from mmcore.data.records import SourceRecord
+from mmcore.data.records import SourceRecord, storable_text
 from mmcore.data.storage import Storage
 
 HASH_MAX_FILES = 64  # annotation files are content-hashed up to this many ...
@@ -57,13 +57,15 @@ class Source(ABC):
         annotation files are the dataset itself (tars, Parquet tables, one caption file per image) get
         "size:mtime" fingerprints instead, from one listing: hashing would read the whole dataset again.
         """
-        rels = self.annotation_files()
+        rels = [rel for rel in self.annotation_files() if storable_text(rel) == rel]
+        # a file name that is not UTF-8 cannot be opened here: its records are rejected, its name marks the version
+        unnamed = {storable_text(rel): "name:not-utf-8" for rel in self.annotation_files() if rel not in rels}
         infos = self.storage.fs.get_file_info([self.storage.path(rel) for rel in rels]) if rels else []
         if len(rels) <= HASH_MAX_FILES and sum(i.size or 0 for i in infos) <= HASH_MAX_BYTES:
             files = {rel: "sha256:" + self._sha256(rel) for rel in rels}
         else:
             files = {rel: f"size:{i.size}:mtime:{i.mtime_ns}" for rel, i in zip(rels, infos, strict=True)}
-        return {"format": self.format, "uri": self.storage.uri, "files": files}
+        return {"format": self.format, "uri": self.storage.uri, "files": {**files, **unnamed}}
 
     def _sha256(self, rel: str) -> str:
         digest = hashlib.sha256()

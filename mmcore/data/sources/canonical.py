@@ -62,7 +62,7 @@ def _key_hint(raw: bytes) -> str | None:
     """The id (or image) of a record that failed validation, so its rejection names it."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # (ValueError: also a number of over 4300 digits)
         return None
     if isinstance(data, dict):
         for field in ("id", "image"):

@@ -10,12 +10,13 @@ from typing import Any
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import Source, SourceError
-from mmcore.data.storage import OutsideRoot, Storage
+from mmcore.data.storage import Storage
 
 ANNOTATION_DIR = "annotations"  # where COCO keeps its JSON files; the top level is searched too
 SMALL = 1 << 20  # JSON files up to this size are parsed to detect them; larger ones are peeked at
 DETECT_MAX = 32  # more JSON files than this: per-image sidecars, not COCO's few annotation files
 _SPLIT_RE = re.compile(r"(?:^|[^a-z])((train|val|test)[a-z]*\d*)", re.IGNORECASE)
+Bad = tuple[str, R.Problem]  # a bad entry of an annotation file: its position ("annotations[3]") and problem
 
 
 def load_json(storage: Storage, rel: str) -> Any:
@@ -26,11 +27,18 @@ def load_json(storage: Storage, rel: str) -> Any:
         raise SourceError(str(exc)) from None
     except UnicodeDecodeError as exc:
         raise SourceError(f"{storage.describe(rel)} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    data = R.load_json_text(text, storage.describe(rel), lines=True)
+    if isinstance(data, R.Problem):
+        raise SourceError(data.message)
+    return data
+
+
+def brief(value: Any, limit: int = 200) -> str:
+    """A JSON value for a message, cut to `limit` characters."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{storage.describe(rel)} is not JSON: {exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}") from None
+        return json.dumps(value)[:limit]
+    except (ValueError, RecursionError):  # nested deeper than the encoder goes
+        return f"a {type(value).__name__} nested too deep to show"
 
 
 def peek(storage: Storage, rel: str, n: int = 256 << 10) -> tuple[bytes, bytes, int]:
@@ -74,7 +82,7 @@ def _looks_coco(storage: Storage, rel: str) -> bool:
             return (isinstance(doc.get("images"), list) and isinstance(anns, list) and bool(anns)
                     and isinstance(anns[0], dict) and "caption" in anns[0])
         head, tail, _ = peek(storage, rel)
-    except (OSError, OutsideRoot, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # (ValueError: also OutsideRoot, not UTF-8, not JSON)
         return False
     # Large (COCO train is ~90 MB): "images" leads the document and the annotations end it
     return b'"images"' in head + tail and b'"caption"' in tail and b'"image_id"' in tail
@@ -96,10 +104,13 @@ class CocoSource(Source):
                 raise SourceError(f"no COCO captions JSON in {storage.describe('')} or its {ANNOTATION_DIR}/ folder: "
                                   f"expected a JSON file with 'images' and 'annotations' lists whose entries have "
                                   f"'image_id' and 'caption'")
-        # Parsed and checked up front, kept compactly: (image id, file name) in order, captions per image id
+        # Parsed and checked up front, kept compactly: (image id, file name) in order, captions per image id, the
+        # entries that are bad records (a file whose top level is not COCO's fails here)
         self._files = [self._load(rel) for rel in self.paths]
 
-    def _load(self, rel: str) -> tuple[list[tuple[Any, str]], dict[Any, list[str]]]:
+    def _load(self, rel: str) -> tuple[list[tuple[Any, str]], dict[Any, list[str]], list[Bad]]:
+        """(image id, file name) of each good images entry, captions per image id, and the bad entries: an images
+        entry without an id or file name, an annotation without an image id or caption, an orphan annotation."""
         where = self.storage.describe(rel)
         doc = load_json(self.storage, rel)
         if not isinstance(doc, dict):
@@ -111,21 +122,27 @@ class CocoSource(Source):
                 raise SourceError(f"{where}: expected a top-level '{key}' list ({got}); a COCO captions file has "
                                   f"'images' [{{id, file_name}}] and 'annotations' [{{image_id, caption}}]")
         images: list[tuple[Any, str]] = []
+        bad: list[Bad] = []
         for i, img in enumerate(doc["images"]):
             if not isinstance(img, dict) or not _is_id(img.get("id")) or not isinstance(img.get("file_name"), str):
-                raise SourceError(f"{where}: images[{i}] must be an object with an integer or string 'id' and a "
-                                  f"string 'file_name', got {json.dumps(img)[:200]}")
+                bad.append((f"images[{i}]", R.Problem(R.MALFORMED, f"{rel} images[{i}] must be an object with an "
+                                                      f"integer or string 'id' and a string 'file_name', got "
+                                                      f"{brief(img)}")))
+                continue
             images.append((img["id"], img["file_name"]))
         captions: dict[Any, list[str]] = {image_id: [] for image_id, _ in images}
         for i, ann in enumerate(doc["annotations"]):
             if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or not isinstance(ann.get("caption"), str):
-                raise SourceError(f"{where}: annotations[{i}] must be an object with an 'image_id' and a string "
-                                  f"'caption', got {json.dumps(ann)[:200]}")
-            if ann["image_id"] not in captions:
-                raise SourceError(f"{where}: annotations[{i}] has image_id {ann['image_id']!r}, which is not the "
-                                  f"id of any entry in 'images'")
-            captions[ann["image_id"]].append(ann["caption"])
-        return images, captions
+                bad.append((f"annotations[{i}]", R.Problem(R.MALFORMED, f"{rel} annotations[{i}] must be an object "
+                                                           f"with an 'image_id' and a string 'caption', got "
+                                                           f"{brief(ann)}")))
+            elif ann["image_id"] not in captions:
+                bad.append((f"annotations[{i}]", R.Problem(R.ORPHAN, f"{rel} annotations[{i}] has image_id "
+                                                           f"{brief(ann['image_id'])}, which is not the id of any "
+                                                           f"entry in 'images'")))
+            else:
+                captions[ann["image_id"]].append(ann["caption"])
+        return images, captions, bad
 
     @classmethod
     def detect(cls, storage: Storage, files: list[str]) -> bool:
@@ -138,7 +155,7 @@ class CocoSource(Source):
     def _exists(self, rel: str) -> bool:
         try:
             return self.storage.is_file(rel)
-        except (OSError, OutsideRoot):  # a bad file name: the engine reports it on the record
+        except (OSError, ValueError):  # a bad file name (OutsideRoot, BadPath): the engine reports it on the record
             return False
 
     def _image_dir(self, rel: str, images: list[tuple[Any, str]]) -> str:
@@ -151,8 +168,9 @@ class CocoSource(Source):
         return next((p for p in prefixes if self._exists(p + first)), "images/")
 
     def records(self) -> Iterator[R.SourceRecord]:
+        """Each image with all its captions, in the order of 'images'; then each bad entry of the file."""
         number = 0
-        for rel, (images, captions) in zip(self.paths, self._files, strict=True):
+        for rel, (images, captions, bad) in zip(self.paths, self._files, strict=True):
             stem, split = PurePosixPath(rel).stem, split_of(rel)[0]
             prefix = self._image_dir(rel, images)
             for image_id, file_name in images:
@@ -165,4 +183,7 @@ class CocoSource(Source):
                     continue
                 yield R.SourceRecord(number, key, where, R.Annotation(image=image, captions=R.by_lang(texts)),
                                      split=split)
-
+            for position, problem in bad:
+                number += 1
+                yield R.SourceRecord(number, f"{stem}/{position}", f"{rel} {position}", None, split=split,
+                                     problem=problem)

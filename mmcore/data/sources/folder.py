@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError
-from mmcore.data.storage import Storage
+from mmcore.data.storage import BadPath, OutsideRoot, Storage, Unreadable
 
 SIDECAR = ".txt"
 
@@ -70,6 +70,9 @@ class FolderSource(Source):
             text = R.decode_text(self.storage.read_bytes(sidecar), sidecar)
         except FileNotFoundError as exc:  # removed since the folder was listed
             return R.SourceRecord(number, rel, where, None, problem=R.Problem(R.MISSING_FILE, str(exc)))
+        except (OutsideRoot, BadPath, Unreadable) as exc:  # a symlink out, a name that is not UTF-8, no permission
+            reason = {OutsideRoot: R.OUTSIDE_ROOT, BadPath: R.BAD_PATH}.get(type(exc), R.UNREADABLE)
+            return R.SourceRecord(number, rel, where, None, problem=R.Problem(reason, f"{sidecar}: {exc}"))
         if isinstance(text, R.Problem):
             return R.SourceRecord(number, rel, where, None, problem=text)
         lines = [line.strip() for line in text.splitlines() if line.strip()]

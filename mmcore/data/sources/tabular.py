@@ -18,6 +18,15 @@ CSV_EXTENSIONS = (".csv", ".tsv")
 IMAGE_COLUMNS = ("image", "image_path", "path", "file_name")  # the first one present is used
 CAPTION_COLUMNS = ("caption", "text")
 MAX_ROW_LINES = 20  # a quoted field still open after this many lines is an unterminated quote
+# csv refuses fields over 131,072 characters by default: a caption that long would lose its row (and its image
+# path) as `malformed`; read it, and the text-length rule rejects it as `text_too_long` with its image path
+FIELD_LIMIT = 2**31 - 1
+
+
+def _lift_field_limit() -> None:
+    """The csv module's field limit is one per process: raised, never lowered."""
+    if csv.field_size_limit() < FIELD_LIMIT:
+        csv.field_size_limit(FIELD_LIMIT)
 
 
 class CsvSource(Source):
@@ -50,6 +59,7 @@ class CsvSource(Source):
         text = R.decode_text(raw, self.path)
         if isinstance(text, R.Problem):
             return  # not a header (headers are plain names); records() reports the line
+        _lift_field_limit()
         try:
             row = next(csv.reader([text], delimiter=self.delimiter, strict=True))
         except csv.Error:
@@ -127,6 +137,7 @@ class CsvSource(Source):
         """
         lines: list[str] = []
         start = 0
+        _lift_field_limit()
         for number, raw in iter_lines(self.storage, self.path):
             if number <= self.header_line or (not lines and not raw.strip()):
                 continue
@@ -189,7 +200,7 @@ class ParquetSource(Source):
         kind = _image_kind(types[image])
         if kind is None:
             raise SourceError(f"{where}: column {image!r} has type {types[image]}; expected binary, string, "
-                              f"or a struct with a bytes and/or path field")
+                              f"or a struct with a bytes (binary) and/or path (string) field")
         optional = [c for c in ("lang", "id") if c in types] + (["question", "answer"] if qa else [])
         for column in [text, *optional]:
             t = types.get(column)
@@ -211,13 +222,19 @@ class ParquetSource(Source):
     def records(self) -> Iterator[R.SourceRecord]:
         number = 0
         for rel in self.paths:
-            plan = self.plans[rel]
-            with self._open(rel) as fh:
-                row = 0
-                for batch in pq.ParquetFile(fh).iter_batches(batch_size=256, columns=plan["columns"]):
-                    for values in batch.to_pylist():
-                        number, row = number + 1, row + 1
-                        yield self._record(number, rel, row, values, plan)
+            plan, row = self.plans[rel], 0
+            try:
+                with self._open(rel) as fh:
+                    for batch in pq.ParquetFile(fh).iter_batches(batch_size=256, columns=plan["columns"]):
+                        for values in batch.to_pylist():
+                            number, row = number + 1, row + 1
+                            yield self._record(number, rel, row, values, plan)
+            except pa.ArrowException as exc:  # a data page that does not decode: the rest of the file is lost
+                if isinstance(exc, OSError) and not self.storage.local:
+                    raise  # an object store that did not answer: retried, not a record
+                number += 1
+                problem = R.Problem(R.MALFORMED, f"{rel} is corrupt after row {row}: {type(exc).__name__}: {exc}")
+                yield R.SourceRecord(number, f"{rel}#error", f"{rel} after row {row}", None, problem=problem)
 
     def _record(self, number: int, rel: str, row: int, values: dict, plan: dict) -> R.SourceRecord:
         key = str(values["id"]) if values.get("id") is not None else f"{rel}#{row}"  # row: 1-based
@@ -246,6 +263,10 @@ def _image_kind(t: pa.DataType) -> str | None:
         return "bytes"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "path"
-    if pa.types.is_struct(t) and {"bytes", "path"} & {t.field(i).name for i in range(t.num_fields)}:
-        return "struct"
+    if pa.types.is_struct(t):
+        fields = {t.field(i).name: t.field(i).type for i in range(t.num_fields)}
+        right = {"bytes": _image_kind(fields.get("bytes", pa.binary())) == "bytes",
+                 "path": _image_kind(fields.get("path", pa.string())) == "path"}
+        if {"bytes", "path"} & set(fields) and all(right.values()):
+            return "struct"
     return None

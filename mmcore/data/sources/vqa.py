@@ -10,13 +10,17 @@ from typing import Any
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError
-from mmcore.data.sources.coco import json_candidates, load_json, peek, split_of
+from mmcore.data.sources.coco import brief, json_candidates, load_json, peek, split_of
 from mmcore.data.storage import OutsideRoot, Storage
 
 _TRAILING_INT = re.compile(r"(\d+)$")
 _NAME_WORDS = {"question", "questions", "annotation", "annotations"}
 # (question id, question, answer, answer type); answer None: the question has no annotation
 Question = tuple[Any, str, str | None, str]
+Answer = tuple[int, Any, str, str]  # (index in 'annotations', image id, answer, answer type)
+Bad = tuple[int, str, R.Problem]  # a bad entry of a JSON file: its index, position ("questions[3]") and problem
+# a questions file read: image id -> questions, image id -> a disagreement with the answers, bad entries, ids asked
+Group = tuple[dict[int, list[Question]], dict[int, str], list[Bad], set[Any]]
 
 
 def _is_int(value: Any) -> bool:
@@ -79,16 +83,19 @@ class VQASource(Source):
             raise SourceError(f"no VQA questions/annotations pair in {storage.describe(file or '')}: expected a "
                               f"*questions.json with 'questions' and a *annotations.json with 'annotations'")
         answers = {a: self._load_annotations(a) for a in sorted({a for _, a in self.pairs})}
-        self._groups = [self._load_questions(q, a, answers[a]) for q, a in self.pairs]
+        self._groups = [self._load_questions(q, a, answers[a][0]) for q, a in self.pairs]
+        self._bad = {a: bad + self._orphans(a, found) for a, (found, bad) in answers.items()}
         self._index: dict[int, list[str]] | None = None
 
-    def _load_annotations(self, rel: str) -> dict[Any, tuple[int, Any, str, str]]:
-        """question id -> (annotation index, image id, answer, answer type), checked."""
+    def _load_annotations(self, rel: str) -> tuple[dict[Any, Answer], list[Bad]]:
+        """question id -> (annotation index, image id, answer, answer type), and the bad entries: malformed, or
+        repeating a question id (the first one counts)."""
         where, doc = self.storage.describe(rel), load_json(self.storage, rel)
         if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
             raise SourceError(f"{where}: expected a JSON object with an 'annotations' list of "
                               f"{{question_id, image_id, answers: [{{answer}}]}}")
-        out: dict[Any, tuple[int, Any, str, str]] = {}
+        out: dict[Any, Answer] = {}
+        bad: list[Bad] = []
         for i, ann in enumerate(doc["annotations"]):
             ok = isinstance(ann, dict) and _is_id(ann.get("question_id")) and _is_int(ann.get("image_id"))
             answers = ann.get("answers") if ok else None
@@ -98,43 +105,65 @@ class VQASource(Source):
             ok = ok and (isinstance(mca, str) or (mca is None and bool(answers)))
             ok = ok and isinstance(ann.get("answer_type") or "", str)
             if not ok:
-                raise SourceError(f"{where}: annotations[{i}] must be an object with 'question_id', an integer "
-                                  f"'image_id' and 'answers' [{{answer: string}}] (non-empty unless "
-                                  f"'multiple_choice_answer' is given), got {str(ann)[:200]}")
-            if ann["question_id"] in out:
-                raise SourceError(f"{where}: annotations[{i}] repeats question_id {ann['question_id']!r} of "
-                                  f"annotations[{out[ann['question_id']][0]}]")
-            if mca is None:  # the most common answer; ties go to the alphabetically first
-                counts = Counter(x["answer"] for x in answers)
-                mca = min(counts, key=lambda a: (-counts[a], a))
-            out[ann["question_id"]] = (i, ann["image_id"], mca, ann.get("answer_type") or "other")
-        return out
+                bad.append((i, f"annotations[{i}]", R.Problem(R.MALFORMED, (
+                    f"{rel} annotations[{i}] must be an object with 'question_id', an integer 'image_id' and "
+                    f"'answers' [{{answer: string}}] (non-empty unless 'multiple_choice_answer' is given), got "
+                    f"{brief(ann)}"))))
+            elif ann["question_id"] in out:
+                bad.append((i, f"annotations[{i}]", R.Problem(R.DUPLICATE, (
+                    f"{rel} annotations[{i}] repeats question_id {ann['question_id']!r} of "
+                    f"annotations[{out[ann['question_id']][0]}], which counts"))))
+            else:
+                if mca is None:  # the most common answer; ties go to the alphabetically first
+                    counts = Counter(x["answer"] for x in answers)
+                    mca = min(counts, key=lambda a: (-counts[a], a))
+                out[ann["question_id"]] = (i, ann["image_id"], mca, ann.get("answer_type") or "other")
+        return out, bad
 
-    def _load_questions(self, rel: str, ann_rel: str, answers: dict) -> dict[int, list[Question]]:
-        """image id -> its questions in file order (images in order of first appearance), checked."""
+    def _load_questions(self, rel: str, ann_rel: str, answers: dict[Any, Answer]) -> Group:
+        """image id -> its questions in file order (images in order of first appearance); image id -> why its
+        questions and answers disagree; the bad entries; the question ids asked."""
         where, doc = self.storage.describe(rel), load_json(self.storage, rel)
         if not isinstance(doc, dict) or not isinstance(doc.get("questions"), list):
             raise SourceError(f"{where}: expected a JSON object with a 'questions' list of "
                               f"{{image_id, question, question_id}}")
         images: dict[int, list[Question]] = {}
-        seen: dict[Any, int] = {}
+        conflicts: dict[int, str] = {}
+        bad: list[Bad] = []
+        seen: dict[Any, int] = {}  # question id -> its index in 'questions'
         for i, q in enumerate(doc["questions"]):
             if not (isinstance(q, dict) and _is_int(q.get("image_id")) and isinstance(q.get("question"), str)
                     and _is_id(q.get("question_id"))):
-                raise SourceError(f"{where}: questions[{i}] must be an object with an integer 'image_id', a string "
-                                  f"'question' and a 'question_id', got {str(q)[:200]}")
+                bad.append((i, f"questions[{i}]", R.Problem(R.MALFORMED, (
+                    f"{rel} questions[{i}] must be an object with an integer 'image_id', a string 'question' and "
+                    f"a 'question_id', got {brief(q)}"))))
+                continue
             qid, image_id = q["question_id"], q["image_id"]
-            seen[qid] = image_id
+            if qid in seen:
+                bad.append((i, f"questions[{i}]", R.Problem(R.DUPLICATE, (
+                    f"{rel} questions[{i}] repeats question_id {qid!r} of questions[{seen[qid]}], which counts"))))
+                continue
+            seen[qid] = i
             index, ann_image, answer, kind = answers.get(qid, (None, image_id, None, "other"))
-            if ann_image != image_id:
-                raise SourceError(f"{self.storage.describe(ann_rel)}: annotations[{index}] for question_id {qid!r} "
-                                  f"has image_id {ann_image}, but {rel} questions[{i}] has image_id {image_id}")
+            if ann_image != image_id:  # the record of the image asked about is rejected
+                conflicts.setdefault(image_id, f"{ann_rel} annotations[{index}] for question_id {qid!r} has "
+                                               f"image_id {ann_image}, but {rel} questions[{i}] has {image_id}")
             images.setdefault(image_id, []).append((qid, q["question"], answer, kind))
-        for qid, (index, image_id, _, _) in answers.items():
-            if qid not in seen:  # an answer to no question: the two files do not belong together
-                raise SourceError(f"{self.storage.describe(ann_rel)}: annotations[{index}] has question_id {qid!r} "
-                                  f"(image_id {image_id}), which is not a question in {rel}")
-        return images
+        return images, conflicts, bad, set(seen)
+
+    def _orphans(self, ann_rel: str, answers: dict[Any, Answer]) -> list[Bad]:
+        """The annotations of `ann_rel` that answer no question of its questions files. None answering any is no
+        set of orphans but a wrong pairing: an error."""
+        asked = set().union(*(g[3] for (_, a), g in zip(self.pairs, self._groups, strict=True) if a == ann_rel))
+        orphans = [(i, qid, image_id) for qid, (i, image_id, _, _) in answers.items() if qid not in asked]
+        if orphans and len(orphans) == len(answers) and asked:
+            questions = ", ".join(q for q, a in self.pairs if a == ann_rel)
+            raise SourceError(f"{self.storage.describe(ann_rel)} answers none of the questions in {questions}: the "
+                              f"files do not belong together (annotations[{orphans[0][0]}] has question_id "
+                              f"{orphans[0][1]!r})")
+        return [(i, f"annotations[{i}]", R.Problem(R.ORPHAN, (
+            f"{ann_rel} annotations[{i}] has question_id {qid!r} (image_id {image_id}), which is not a question in "
+            f"{' or '.join(q for q, a in self.pairs if a == ann_rel)}"))) for i, qid, image_id in orphans]
 
     @classmethod
     def detect(cls, storage: Storage, files: list[str]) -> bool:
@@ -161,28 +190,47 @@ class VQASource(Source):
         return (preferred or paths or [None])[0]
 
     def records(self) -> Iterator[R.SourceRecord]:
+        """Each image with all its questions, per questions file; its bad entries after it; then the bad entries
+        of the annotations files (malformed, repeated, orphans)."""
         number = 0
-        for (rel, ann_rel), images in zip(self.pairs, self._groups, strict=True):
-            stem, (split, subset) = PurePosixPath(rel).stem, split_of(rel)
+        for (rel, ann_rel), (images, conflicts, bad, _) in zip(self.pairs, self._groups, strict=True):
             for image_id, questions in images.items():
                 number += 1
-                key, where = f"{stem}/{image_id}", f"{rel} image {image_id}"
-                unanswered = [qid for qid, _, answer, _ in questions if answer is None]
-                image = self._find(image_id, subset)
-                problem = None
-                if unanswered:
-                    problem = R.Problem(R.MALFORMED, f"{where}: question_id {', '.join(map(str, unanswered))} "
-                                                     f"{'has' if len(unanswered) == 1 else 'have'} no annotation "
-                                                     f"in {ann_rel}")
-                elif image is None:
-                    problem = R.Problem(R.MISSING_FILE, f"{where}: no image file for image id {image_id} under "
-                                                        f"{self.storage.uri} (a name ending in the number, e.g. "
-                                                        f"COCO_train2014_{image_id:012d}.jpg)")
-                if problem is not None:
-                    yield R.SourceRecord(number, key, where, None, split=split, problem=problem)
-                    continue
-                qa = [R.QA(question=q, answer=a, type=t) for _, q, a, t in questions]
-                yield R.SourceRecord(number, key, where, R.Annotation(image=image, qa=qa), split=split)
+                yield self._record(number, rel, ann_rel, image_id, questions, conflicts.get(image_id))
+            for _, position, problem in bad:
+                number += 1
+                yield bad_record(number, rel, position, problem)
+        for ann_rel, bad in self._bad.items():
+            for _, position, problem in sorted(bad, key=lambda b: b[0]):
+                number += 1
+                yield bad_record(number, ann_rel, position, problem)
+
+    def _record(self, number: int, rel: str, ann_rel: str, image_id: int, questions: list[Question],
+                conflict: str | None) -> R.SourceRecord:
+        stem, (split, subset) = PurePosixPath(rel).stem, split_of(rel)
+        key, where = f"{stem}/{image_id}", f"{rel} image {image_id}"
+        unanswered = [qid for qid, _, answer, _ in questions if answer is None]
+        image = self._find(image_id, subset)
+        problem = None
+        if conflict:
+            problem = R.Problem(R.MALFORMED, f"{where}: {conflict}")
+        elif unanswered:
+            problem = R.Problem(R.MALFORMED, f"{where}: question_id {', '.join(map(str, unanswered))} "
+                                             f"{'has' if len(unanswered) == 1 else 'have'} no annotation in {ann_rel}")
+        elif image is None:
+            problem = R.Problem(R.MISSING_FILE, f"{where}: no image file for image id {image_id} under "
+                                                f"{self.storage.uri} (a name ending in the number, e.g. "
+                                                f"COCO_train2014_{image_id:012d}.jpg)")
+        if problem is not None:
+            return R.SourceRecord(number, key, where, None, split=split, problem=problem)
+        qa = [R.QA(question=q, answer=a, type=t) for _, q, a, t in questions]
+        return R.SourceRecord(number, key, where, R.Annotation(image=image, qa=qa), split=split)
+
+
+def bad_record(number: int, rel: str, position: str, problem: R.Problem) -> R.SourceRecord:
+    """The rejection of a bad entry of the JSON file `rel` (e.g. at "questions[3]"), where it is in the file."""
+    key, where = f"{PurePosixPath(rel).stem}/{position}", f"{rel} {position}"
+    return R.SourceRecord(number, key, where, None, split=split_of(rel)[0], problem=problem)
 
 
 # --- easy-VQA ----------------------------------------------------------------------------------------
@@ -240,20 +288,23 @@ class EasyVQASource(Source):
                               f"test/questions.json (or questions.json) with [question, answer, image_id] lists")
         self.parts = [(prefix, rel, split, self._load(rel)) for prefix, rel, split in parts]
 
-    def _load(self, rel: str) -> dict[int, list[tuple[str, str]]]:
-        """image id -> [(question, answer)] in file order, checked."""
+    def _load(self, rel: str) -> tuple[dict[int, list[tuple[str, str]]], list[Bad]]:
+        """image id -> [(question, answer)] in file order, and the items that are not [question, answer, id]."""
         where, doc = self.storage.describe(rel), load_json(self.storage, rel)
         if not isinstance(doc, list):
             raise SourceError(f"{where}: expected a JSON list of [question, answer, image_id], "
                               f"got {type(doc).__name__}")
         out: dict[int, list[tuple[str, str]]] = {}
+        bad: list[Bad] = []
         for i, item in enumerate(doc):
             if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
                     and isinstance(item[1], str) and _is_int(item[2]) and item[2] >= 0):
-                raise SourceError(f"{where}: item {i} must be [question: string, answer: string, image_id: "
-                                  f"integer >= 0], got {str(item)[:200]}")
+                bad.append((i, f"item {i}", R.Problem(R.MALFORMED, f"{rel} item {i} must be [question: string, "
+                                                                   f"answer: string, image_id: integer >= 0], got "
+                                                                   f"{brief(item)}")))
+                continue
             out.setdefault(item[2], []).append((item[0], item[1]))
-        return out
+        return out, bad
 
     @classmethod
     def detect(cls, storage: Storage, files: list[str]) -> bool:
@@ -266,7 +317,7 @@ class EasyVQASource(Source):
 
     def records(self) -> Iterator[R.SourceRecord]:
         number = 0
-        for prefix, rel, split, questions in self.parts:
+        for prefix, rel, split, (questions, bad) in self.parts:
             # every image with questions and every png in images/: an image without questions is a no_text record
             pngs = {_png_id(p): p for p in self.storage.files(f"{prefix}images", recursive=False)
                     if p.lower().endswith(".png")}
@@ -280,3 +331,8 @@ class EasyVQASource(Source):
                     continue
                 qa = [R.QA(question=q, answer=a, type=easy_qa_type(q, a)) for q, a in questions[image_id]]
                 yield R.SourceRecord(number, key, where, R.Annotation(image=image, qa=qa), split=split)
+            for _, position, problem in bad:  # keyed like the images: by split, then where in the file
+                number += 1
+                where = f"{rel} {position}"
+                yield R.SourceRecord(number, f"{split}/{position}" if split else position, where, None, split=split,
+                                     problem=problem)

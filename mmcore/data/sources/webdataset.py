@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 import tarfile
 import zlib
@@ -118,10 +117,9 @@ def _from_json(name: str, raw: bytes, where: str) -> R.Annotation | R.Problem:
     text = R.decode_text(raw, where)
     if isinstance(text, R.Problem):
         return text
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return R.Problem(R.MALFORMED, f"{where} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    data = R.load_json_text(text, where, lines=True)
+    if isinstance(data, R.Problem):
+        return data
     if not isinstance(data, dict):
         return R.Problem(R.MALFORMED, f"{where}: expected a JSON object, found {type(data).__name__}")
     captions = data.get("captions") or {}

@@ -35,9 +35,17 @@ def test_exif_orientation_is_applied():
     data = _encode(img, "JPEG", exif=exif, quality=95)
     png, width, height = load_image(data, CFG)
     px = decode_png(png)
-    assert (width, height) == (32, 16)  # the stored size; the pixels are shown upright
+    assert (width, height) == (16, 32)  # the size as shown, and as the image is stored: upright
     assert px[0, 2, 8] > 200 and px[2, 2, 8] < 60  # top is red
     assert px[2, 13, 8] > 200 and px[0, 13, 8] < 60  # bottom is blue
+
+
+@pytest.mark.parametrize("orientation, size", [(1, (32, 16)), (3, (32, 16)), (5, (16, 32)), (8, (16, 32))])
+def test_the_size_recorded_is_after_the_exif_orientation(orientation, size):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.new("RGB", (32, 16), (9, 90, 200)), "JPEG", exif=exif)
+    assert load_image(data, CFG)[1:] == size
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA", "1"])
@@ -88,7 +96,25 @@ def test_a_cut_file_is_truncated(fmt):
     assert problem.reason == "truncated" and "truncated" in problem.message
 
 
-@pytest.mark.parametrize("data", [b"definitely not an image", b"GIF89a" + b"\x00" * 5, b""])
+@pytest.mark.parametrize("fmt, cut", [("JPEG", 8), ("JPEG", 150), ("JPEG", 400), ("PNG", 40), ("BMP", 30),
+                                      ("GIF", 50), ("WEBP", 200)])
+def test_a_file_cut_in_its_headers_is_truncated_too(fmt, cut):
+    """Cut before its image data, a file makes Pillow fail early ("Truncated File Read", "cannot identify"): its
+    own header says it was longer."""
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    problem = load_image(_encode(img, fmt)[:cut], CFG)
+    assert problem.reason == "truncated", problem
+    assert f"truncated at {cut} bytes" in problem.message or "image file is truncated" in problem.message
+
+
+@pytest.mark.parametrize("data", [b"definitely not an image", b"GIF89a" + b"\x00" * 5, b"",
+                                  b"\x89PNG\r\n\x1a\nnot really a png", b"BM" + bytes(40), b"\xff\xd8"])
 def test_bytes_that_are_not_an_image_are_undecodable(data):
     problem = load_image(data, CFG)
     assert problem.reason == "undecodable" and problem.message
+    assert " at 0x" not in problem.message  # Pillow's own text names the BytesIO at its memory address
+
+
+def test_an_unidentified_image_says_what_its_bytes_are_the_same_every_time():
+    first, again = load_image(b"definitely not an image", CFG), load_image(b"definitely not an image", CFG)
+    assert first == again and first.message == "not an image Pillow can read: 23 bytes starting 64 65 66 69 6e 69 74 65"

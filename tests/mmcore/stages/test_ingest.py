@@ -8,10 +8,12 @@ import pytest
 
 from mmcore.catalog import Catalog
 from mmcore.config import load_config
-from mmcore.data.dataset import read_manifest
+from mmcore.data.dataset import load_samples, read_manifest
+from mmcore.data.ingest import SPLITS
 from mmcore.data.records import ANNOTATIONS
 from mmcore.io import file_sha256
 from mmcore.stages import ingest
+from mmcore.stages.hooks import Hooks
 from tests.mmcore.stages.stagekit import copy_run
 
 
@@ -69,3 +71,41 @@ def test_a_plan_with_changes_unmarks_the_dataset_until_finish(smoke_stages, tmp_
         assert changed.changes and not cat.processed.manifest.exists()
         result = ingest.finish(cfg, cat, changed.path, [])
     assert (result.records_in, result.dropped) == (59, 1) and cat.processed.manifest.exists()
+
+
+class _Lines(Hooks):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_a_truncated_sample_shard_is_rebuilt_with_a_warning_in_the_run_log(smoke_stages, tmp_path):
+    cfg, cat = copy_run(smoke_stages, tmp_path / "data")
+    damaged = cat.processed.samples(0)
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # a copy killed part way
+    hooks = _Lines()
+    again = ingest.run(cfg, cat, workers=1, hooks=hooks)
+    assert (again.records_in, again.accepted, again.rejected, again.processed_now) == (60, 60, 0, 40)
+    assert hooks.lines[0].startswith(f"warning: {damaged} cannot be read as Parquet (")
+    assert hooks.lines[0].endswith("dropped with the rest of shard 00000, whose records are ingested again")
+    assert again.repaired == (hooks.lines[0].removeprefix("warning: "),)
+    assert [e["samples"] for e in read_manifest(cat.processed)["shards"]] == ["samples-00001.parquet",
+                                                                              "samples-00002.parquet"]
+    assert sorted(load_samples(cat.processed, SPLITS, with_images=False).sample_ids) == sorted(
+        load_samples(smoke_stages[1].processed, SPLITS, with_images=False).sample_ids)
+
+
+def test_a_token_shard_whose_bytes_changed_is_tokenized_again_to_the_same_bytes(smoke_stages, tmp_path):
+    cfg, cat = copy_run(smoke_stages, tmp_path / "data")
+    tokens = cat.processed.tokens(1)
+    good = tokens.read_bytes()
+    tokens.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])  # the footer still reads
+    hooks = _Lines()
+    again = ingest.run(cfg, cat, workers=1, hooks=hooks)
+    assert hooks.lines[0] == (f"warning: {tokens} does not have the bytes the manifest recorded for it (sha256 "
+                              f"{file_sha256(smoke_stages[1].processed.tokens(1))[:12]}...): dropped, the shard is "
+                              f"tokenized again")
+    assert tokens.read_bytes() == good and again.digest == smoke_stages[2].ingest.digest
+    assert again.processed_now == 0 and again.kept == 60

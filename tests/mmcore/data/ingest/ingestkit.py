@@ -17,7 +17,9 @@ from mmcore.config import IngestConfig
 from mmcore.data.records import ANNOTATIONS
 from mmcore.data.shards import read_tables
 
-EVERY_KIND_RECORDS = 12 + 13 + 1 + 1 + 1 + 1  # good + bad + not JSON + palette + repeated id + latin-1
+EVERY_KIND_RECORDS = 12 + 13 + 1 + 1 + 1 + 1 + 5  # good + bad + not JSON + palette + repeated id + latin-1 + paths
+# and bytes that no run before the data layer's hardening survived or rejected reproducibly (write_every_kind)
+NOT_IN_JSONL = ("orphan", "unreadable")  # reasons of formats with ids (COCO, VQA), of files root cannot read
 EVERY_KIND_ACCEPTED = 13  # the 12 good ones and the palette image
 EVERY_KIND_CFG = IngestConfig(image_size=32, shard_size=7, min_side=16, max_side=512, max_aspect=3.0,
                               max_text_chars=200)  # limits that the bad records of write_every_kind break
@@ -87,6 +89,15 @@ def write_every_kind(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     lines.append(json.dumps({"id": "g5", "image": "images/g5.png", "captions": {"en": ["same id again"]}}))
     data = ("\n".join(lines) + "\n").encode()
     data += '{"id": "latin1", "image": "images/g2.png", "captions": {"en": ["caf\xe9"]}}\n'.encode("latin-1")
+    (root / "images" / "noise.png").write_bytes(bytes(range(256)) * 4)
+    (root / "images" / "header_cut.jpg").write_bytes(jpeg.getvalue()[:150])
+    hostile = {  # each stopped a whole run, or was rejected with a message that differed between runs
+        "b_nul": ("images/g1\u0000.png", "bad_path"), "b_long_name": ("images/" + "n" * 300 + ".png", "bad_path"),
+        "b_surrogate": ("images/\udc80.png", "bad_encoding"), "b_noise": ("images/noise.png", "undecodable"),
+        "b_header_cut": ("images/header_cut.jpg", "truncated")}
+    for key, (image, reason) in hostile.items():
+        data += (json.dumps({"id": key, "image": image, "captions": {"en": ["x"]}}) + "\n").encode()
+        reasons[key] = reason
     (root / ANNOTATIONS).write_bytes(data)
     return root, reasons
 

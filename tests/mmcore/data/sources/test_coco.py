@@ -121,16 +121,41 @@ def test_not_coco_is_not_detected(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     ('{"images": [], "annotations": [\n  {"image_id": 1,, }]}', r"bad\.json is not JSON: .* line 2 column"),
     ('{"images": [{"id": 1, "file_name": "a.png"}]}', r"bad\.json: expected a top-level 'annotations' list"),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": "a"},'
-     ' {"image_id": 9, "caption": "b"}]}', r"bad\.json: annotations\[1\] has image_id 9, which is not"),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": 3}]}',
-     r"bad\.json: annotations\[0\] must be an object with an 'image_id' and a string 'caption'"),
-    ('{"images": [{"id": 1}], "annotations": []}', r"bad\.json: images\[0\] must be an object .* 'file_name'"),
+    ('{"images": {}, "annotations": []}', r"bad\.json: expected a top-level 'images' list \(got dict\)"),
+    ('[{"images": []}]', r"bad\.json: expected a JSON object with 'images' and 'annotations', got list"),
+    ('{"images": [], "annotations": [' + "[" * 100000 + "]}", r"bad\.json is not JSON this reader can take"),
 ])
 def test_malformed_file_fails_before_any_record(tmp_path, text, expected):
     (tmp_path / "bad.json").write_text(text, encoding="utf-8")
     with pytest.raises(SourceError, match=expected):
         open_source(tmp_path / "bad.json", "coco")
+
+
+def test_bad_entries_and_orphan_annotations_are_bad_records_where_they_are(tmp_path):
+    """Real exports hold captions of images they do not list: each such entry is a rejection, not a bad file."""
+    root = tmp_path / "c"
+    solid_png(root / "a.png", (200, 0, 0))
+    write_json(root / "captions_train.json", {
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": 2}, "not an object"],
+        "annotations": [{"image_id": 1, "caption": "red"}, {"image_id": 9, "caption": "of no image"},
+                        {"image_id": 1, "caption": 3}, {"caption": "no image id"}, {"image_id": 1, "caption": "a"}]})
+    recs = list(open_source(root).records())
+    assert [(r.number, r.key, r.where, r.problem and r.problem.reason) for r in recs] == [
+        (1, "captions_train/1", "captions_train.json image 1", None),
+        (2, "captions_train/images[1]", "captions_train.json images[1]", "malformed"),
+        (3, "captions_train/images[2]", "captions_train.json images[2]", "malformed"),
+        (4, "captions_train/annotations[1]", "captions_train.json annotations[1]", "orphan"),
+        (5, "captions_train/annotations[2]", "captions_train.json annotations[2]", "malformed"),
+        (6, "captions_train/annotations[3]", "captions_train.json annotations[3]", "malformed")]
+    assert recs[0].annotation.captions == {"en": ["red", "a"]}  # its good captions, the bad one is a record
+    assert recs[3].problem.message == ("captions_train.json annotations[1] has image_id 9, which is not the id of any "
+                                       "entry in 'images'")
+    assert "'file_name'" in recs[1].problem.message and all(r.split == "train" for r in recs)
+    out = ProcessedDir(tmp_path / "out")
+    report = ingest(open_source(root), out, CFG)
+    assert (report.records_in, report.accepted, report.rejected) == (6, 1, 5)
+    reasons = {r["where"]: r["reason"] for r in read_rows(out, "rejects")}
+    assert reasons["captions_train.json annotations[1]"] == "orphan"
 
 
 def test_broken_captions_file_in_folder_is_reported_not_skipped(coco):
