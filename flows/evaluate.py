@@ -31,7 +31,8 @@ def evaluate_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = Non
     cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, cat.features, cat.heads)
     storage.pull(cat, cat.pretrain, only=[cat.pretrain.encoder.name])
-    cat.require("train")
+    cat.require("train")  # each mark exists and loads (or parses): a corrupt one names the stage to refresh
+    cat.require("extract")
     cat.require("pretrain")
     with tracking.stage_run(cfg, "evaluate", parent_run_id) as run_id:
         result, cached = run_cached(evaluate, cfg, cat, run_id, refresh=refresh, timeout=timeout_seconds(cfg))

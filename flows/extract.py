@@ -25,14 +25,15 @@ def extract_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None
     cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, cat.features)  # feature shards in the store are kept
     storage.pull(cat, cat.pretrain, only=[cat.pretrain.encoder.name])
-    cat.require("pretrain")
+    cat.require("pretrain")  # the encoder loads: a corrupt one fails here once, not in every shard task
     indexes = shard_indexes(cat)
     with tracking.stage_run(cfg, "extract", parent_run_id) as run_id:
-        futures = T.extract_shard.with_options(refresh_cache=refresh).map(unmapped(cfg), unmapped(cat), indexes)
-        shards, cached = map_cached(
-            futures, lambda i: T.extract_shard.with_options(refresh_cache=True)(cfg, cat, indexes[i]))
+        futures = T.extract_shard.with_options(refresh_cache=refresh).map(unmapped(cfg), unmapped(cat), indexes,
+                                                                         fresh=unmapped(refresh))
+        shards, cached = map_cached(  # a cached shard that is missing or corrupt is written again
+            futures, lambda i: T.extract_shard.with_options(refresh_cache=True)(cfg, cat, indexes[i], fresh=True))
         tracking.log_tags(run_id, cached_tags(cached))
-        result = T.finish(cfg, cat, shards, run_id)
+        result = T.finish(cfg, cat, shards, run_id, fresh=refresh)
         storage.push(cat, cat.features)
     return result
 

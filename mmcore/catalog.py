@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mmcore import integrity
 from mmcore.config import PipelineConfig
 from mmcore.data.storage import is_uri
 from mmcore.io import file_sha256, read_json
@@ -176,10 +177,29 @@ class FeaturesDir(_Folder):
 
     def listed(self) -> list[Path]:
         """The feature shards of the complete folder, as its manifest lists them."""
-        return [self.path / shard["path"] for shard in read_json(self.manifest)["shards"]]
+        return list(self.recorded())
+
+    def recorded(self) -> dict[Path, str | None]:
+        """Each feature shard of the complete folder -> the sha256 its manifest records for it."""
+        try:
+            return {self.path / s["path"]: s.get("sha256") for s in self._manifest()["shards"]}
+        except (KeyError, TypeError):
+            raise integrity.CorruptOutput(self.manifest, "not a features manifest", "extract") from None
+
+    def verify(self) -> list[Path]:
+        """The feature shards, each checked against the sha256 the manifest records; a missing or corrupt
+        manifest or shard is an error naming it and the extract stage."""
+        if not self.manifest.is_file():
+            raise FileNotFoundError(f"{self.manifest} does not exist: run the extract stage first (or the pipeline)")
+        files = self.recorded()
+        integrity.require_intact(files, "extract")
+        return list(files)
 
     def digest(self) -> str:
-        return read_json(self.manifest)["digest"]
+        return self._manifest()["digest"]
+
+    def _manifest(self) -> dict[str, Any]:
+        return integrity.read_json(self.manifest, "extract")
 
 
 @dataclass(frozen=True)
@@ -229,6 +249,7 @@ class BundleDir(_Folder):
 
 _PRODUCED_BY = {"ingest": "processed", "pretrain": "pretrain", "extract": "features", "train": "heads"}
 _MARK_OF = {"processed": "manifest", "pretrain": "encoder", "features": "manifest", "heads": "heads"}
+STAGE_OF = {folder: stage for stage, folder in _PRODUCED_BY.items()}  # "features" -> "extract": what writes it
 
 
 @dataclass(frozen=True)
@@ -304,12 +325,16 @@ class Catalog:
         return HeadsDir(self.root / "models" / self.dataset / f"heads-{self.heads_key}")
 
     def require(self, stage: str) -> Path:
-        """The completion mark of `stage`'s output (ingest, pretrain, extract or train); a missing one is an
-        error that names the stage to run."""
+        """The completion mark of `stage`'s output (ingest, pretrain, extract or train), checked as its kind
+        (`mmcore.integrity`: the encoder and heads load, a manifest parses); a missing or corrupt one is an
+        error that names the stage to run (again)."""
         if stage not in _PRODUCED_BY:
             raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(_PRODUCED_BY)}")
         folder = getattr(self, _PRODUCED_BY[stage])
         mark = getattr(folder, _MARK_OF[_PRODUCED_BY[stage]])
         if not mark.exists():
             raise FileNotFoundError(f"{mark} does not exist: run the {stage} stage first (or the pipeline)")
+        why = integrity.problem(mark)
+        if why is not None:
+            raise integrity.CorruptOutput(mark, why, stage)
         return mark

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from mmcore import integrity
 from mmcore.catalog import FeaturesDir, ProcessedDir
 from mmcore.data.shards import (
     decode_png,
@@ -49,16 +50,19 @@ class _Laps:
 @torch.no_grad()
 def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str | Path, out_path: str | Path,
                   encoder_sha256: str, device: torch.device, batch_size: int = 256,
-                  clock: Clock | None = None) -> dict[str, Any]:
-    """Writes the feature shard of one sample shard, row-aligned with it; kept on rerun if its inputs match.
+                  clock: Clock | None = None, fresh: bool = False,
+                  warn: integrity.Warn = integrity.warn) -> dict[str, Any]:
+    """Writes the feature shard of one sample shard, row-aligned with it.
 
-    `clock` gets the seconds each piece took: hash_input, read_parquet, decode_png, image_forward,
-    convert_outputs (building the output table included), pad_captions, text_forward, write_parquet.
+    An existing shard is kept if it reads and was written from the same inputs (`kept_rows`); a corrupt one
+    is written again, and `warn` says so. `fresh` writes it again without reading it. `clock` gets the
+    seconds each piece took: hash_input, read_parquet, decode_png, image_forward, convert_outputs (building
+    the output table included), pad_captions, text_forward, write_parquet.
     """
     out_path, lap = Path(out_path), _Laps(clock)
     spec = {"samples": file_sha256(samples_path), "encoder": encoder_sha256}
-    if out_path.exists() and read_metadata(out_path).get("spec") == spec:
-        return {"path": out_path.name, "rows": pq.read_metadata(out_path).num_rows, "skipped": True}
+    if not fresh and out_path.exists() and (rows := kept_rows(out_path, spec, samples_path, warn)) is not None:
+        return {"path": out_path.name, "rows": rows, "skipped": True}
     lap("hash_input")
     model.eval()
     samples = pq.read_table(samples_path, columns=["sample_id", "split", "image", "captions"])
@@ -87,6 +91,22 @@ def extract_shard(model: DualEncoder, samples_path: str | Path, tokens_path: str
     write_table(out_path, table, {"spec": spec, "cells": model.image_encoder.grid**2})
     lap("write_parquet")
     return {"path": out_path.name, "rows": len(images), "skipped": False}
+
+
+def kept_rows(path: Path, spec: dict[str, str], samples_path: str | Path, warn: integrity.Warn) -> int | None:
+    """The rows of an existing feature shard that can stay: it reads, was written from `spec` (the same
+    samples and encoder) and has a row per sample. None when it must be written again; `warn` says why when
+    the shard is corrupt (another spec is an ordinary change and passes silently)."""
+    why = integrity.parquet_problem(path)
+    if why is None:
+        if read_metadata(path).get("spec") != spec:
+            return None
+        rows, samples = pq.read_metadata(path).num_rows, pq.read_metadata(samples_path).num_rows
+        if rows == samples:
+            return rows
+        why = f"{rows} rows for the {samples} samples of {Path(samples_path).name}"
+    warn(f"{path} is corrupt ({why}): extracting it again")
+    return None
 
 
 def _features_table(model: DualEncoder, samples: pa.Table, emb: list[torch.Tensor], pooled: list[torch.Tensor],
@@ -216,10 +236,22 @@ class FeatureSet:
         return len(self.sample_ids)
 
 
+def read_features(paths: list[Path], columns: list[str] | None = None) -> pa.Table:
+    """Feature shards as one table; one that does not read is an error naming it and the extract stage
+    (`FeaturesDir.verify` checks them all against their manifest first, where a stage reads them)."""
+    tables = []
+    for path in paths:
+        try:
+            tables.append(pq.read_table(path, columns=columns))
+        except pa.ArrowException as exc:  # ArrowInvalid: no footer (truncated), bad pages
+            raise integrity.CorruptOutput(path, integrity.reason(exc), "extract") from None
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
 def load_features(features: FeaturesDir, processed: ProcessedDir, splits: tuple[str, ...]) -> FeatureSet:
     """The features of `splits`, with the captions, questions and token ids of the same samples."""
     shards = features.listed()
-    feats = read_tables(shards)
+    feats = read_features(shards)
     samples = read_tables(processed.listed("samples"), columns=["sample_id", "captions", "qa"])
     tokens = read_tables(processed.listed("tokens"), columns=["caption_ids", "question_ids"])
     if feats["sample_id"].to_pylist() != samples["sample_id"].to_pylist():
@@ -244,6 +276,6 @@ def load_features(features: FeaturesDir, processed: ProcessedDir, splits: tuple[
 
 def image_index(features: FeaturesDir, processed: ProcessedDir) -> pa.Table:
     """sample_id, image_path, image_embedding of every extracted image: what text search ranks."""
-    feats = read_tables(features.listed(), ["sample_id", "image_embedding"])
+    feats = read_features(features.listed(), ["sample_id", "image_embedding"])
     paths = read_tables(processed.listed("samples"), ["image_path"])
     return feats.append_column("image_path", paths["image_path"]).select(["sample_id", "image_path", "image_embedding"])

@@ -8,8 +8,11 @@ A stage task's cache key is a digest of
     module it imports, directly or not. Editing the evaluation report does not touch pretraining's key;
     editing the training loop changes every stage that trains.
 Arguments that only say where to log (an MLflow run id) are not part of it. A cached result is used
-only while the files it names (`result.outputs`) still exist; otherwise the task runs again and replaces
-the entry. `refresh` (the CLI's `--refresh STAGE`) forces a stage to run.
+only while the files it stands for (`result.outputs`: path -> the sha256 it had when written, or a plain
+list of paths) are intact, as `mmcore.integrity` checks them (the same sha256; else a Parquet footer that
+reads, a torch file that loads, JSON that parses); otherwise a warning in the flow's run log names the file
+and the task runs again (cache refreshed) and replaces the entry. One rule for single and mapped tasks.
+`refresh` (the CLI's `--refresh STAGE`) forces a stage to run.
 
 Results are persisted by Prefect (`persist_result=True`) under `PREFECT_LOCAL_STORAGE_PATH` (by default
 `$PREFECT_HOME/storage`).
@@ -22,13 +25,18 @@ import hashlib
 import json
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import prefect.logging
+from prefect.exceptions import MissingContextError
 from prefect.futures import PrefectFuture
+
+from mmcore import integrity
 
 STAGES = ("pretrain", "extract", "train", "evaluate")
 CACHE_EXPIRATION = timedelta(days=30)
@@ -118,20 +126,43 @@ def check_refresh(refresh: Iterable[str]) -> list[str]:
     return names
 
 
+def problems(result: Any) -> dict[Path, str]:
+    """path -> why, for each file a cached result stands for that is missing or corrupt."""
+    return integrity.problems(getattr(result, "outputs", []))
+
+
 def usable(result: Any) -> bool:
-    """Whether a cached result can stand for a run: the files it names still exist."""
-    return all(Path(path).exists() for path in getattr(result, "outputs", []))
+    """Whether a cached result can stand for a run: every file it stands for is there and intact."""
+    return not problems(result)
+
+
+def _unusable(what: str, result: Any) -> bool:
+    """Whether a cached result must be made again; warns (run log) naming each file that is not intact."""
+    found = problems(result)
+    for path, why in found.items():
+        state = "missing" if why == "missing" else f"corrupt ({why})"
+        _warn(f"{what} stands for {path}, which is {state}: running it again")
+    return bool(found)
+
+
+def _warn(message: str) -> None:
+    """A warning in the run log of the flow (or task) run; a Python warning outside of one."""
+    try:
+        prefect.logging.get_run_logger().warning("%s", message)
+    except MissingContextError:
+        warnings.warn(message, integrity.CorruptOutputWarning, stacklevel=3)
 
 
 def run_cached(task: Any, *args: Any, refresh: bool = False, timeout: float | None = None,
                **kwargs: Any) -> tuple[Any, bool]:
     """Calls a cached stage task; returns its result and whether it came from the cache.
 
-    `timeout` (seconds) fails the task run with a TaskRunTimeoutError when it takes longer.
+    A cached result that is not `usable` is made again. `timeout` (seconds) fails the task run with a
+    TaskRunTimeoutError when it takes longer.
     """
     state = task.with_options(refresh_cache=refresh, timeout_seconds=timeout)(*args, return_state=True, **kwargs)
     result, cached = state.result(), state.name == "Cached"
-    if cached and not usable(result):
+    if cached and _unusable(f"the cached result of {task.name}", result):
         state = task.with_options(refresh_cache=True, timeout_seconds=timeout)(*args, return_state=True, **kwargs)
         result, cached = state.result(), False
     return result, cached
@@ -139,10 +170,10 @@ def run_cached(task: Any, *args: Any, refresh: bool = False, timeout: float | No
 
 def map_cached(futures: list[PrefectFuture], rerun: Callable[[int], Any]) -> tuple[list[Any], list[bool]]:
     """The results of mapped stage tasks and which came from the cache; `rerun(i)` runs item i again (with
-    its cache refreshed) when its cached result is not usable."""
+    its cache refreshed, and without reading the output it replaces) when its cached result is not usable."""
     results, cached = [f.result() for f in futures], [f.state.name == "Cached" for f in futures]
     for i, result in enumerate(results):
-        if cached[i] and not usable(result):
+        if cached[i] and _unusable(f"the cached result of mapped task {i}", result):
             results[i], cached[i] = rerun(i), False
     return results, cached
 

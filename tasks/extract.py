@@ -15,15 +15,16 @@ from tasks.caching import CACHE_EXPIRATION, keyed_on
 
 @task(cache_key_fn=keyed_on("extract", lambda p: S.shard_inputs(p["cat"], p["index"])), persist_result=True,
       cache_expiration=CACHE_EXPIRATION)
-def extract_shard(cfg: PipelineConfig, cat: Catalog, index: int) -> S.ShardFeatures:
-    """Write the feature shard of sample shard `index`."""
-    return S.extract_shard(cfg, cat, index)
+def extract_shard(cfg: PipelineConfig, cat: Catalog, index: int, fresh: bool = False) -> S.ShardFeatures:
+    """Write the feature shard of sample shard `index` (`fresh`: without reading the one there)."""
+    return S.extract_shard(cfg, cat, index, hooks=tracking.RunHooks(), fresh=fresh)
 
 
 @task
-def finish(cfg: PipelineConfig, cat: Catalog, shards: list[S.ShardFeatures], run_id: str) -> S.ExtractResult:
+def finish(cfg: PipelineConfig, cat: Catalog, shards: list[S.ShardFeatures], run_id: str,
+           fresh: bool = False) -> S.ExtractResult:
     """Write the features manifest (last) and log it."""
-    result = S.finish(cfg, cat, shards)
+    result = S.finish(cfg, cat, shards, tracking.RunHooks(), fresh)
     tracking.log_metrics(run_id, {"feature_rows": result.rows, "feature_shards_reused": result.reused})
     tracking.log_tags(run_id, {"features_digest": result.digest, "features_dir": str(result.features),
                                "dataset_digest": result.dataset_digest})

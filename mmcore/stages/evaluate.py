@@ -1,9 +1,11 @@
 """Evaluate: every test metric the model and data support, each beside its baseline, and examples of
-what the generating heads write."""
+what the generating heads write. Corrupt inputs (a feature shard, the heads) are an error naming the file
+and the stage that writes it again."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mmcore.catalog import SECTIONS, Catalog
@@ -23,8 +25,8 @@ class EvaluateResult:
     heads_sha256: str
 
     @property
-    def outputs(self) -> list:
-        return []  # the result itself is the output
+    def outputs(self) -> dict[Path, str]:
+        return {}  # the result itself is the output
 
 
 def inputs(cfg: PipelineConfig, cat: Catalog) -> dict[str, str]:
@@ -35,8 +37,9 @@ def inputs(cfg: PipelineConfig, cat: Catalog) -> dict[str, str]:
 
 def run(cfg: PipelineConfig, cat: Catalog) -> EvaluateResult:
     device = select_device(cfg.heads.device)
+    heads = load_heads(cat.heads.heads, device)
+    cat.features.verify()
     train = load_features(cat.features, cat.processed, ("train",))
     test = load_features(cat.features, cat.processed, ("test",))
-    metrics, examples = evaluate_all(train, test, load_heads(cat.heads.heads, device), load_tokenizer(cat.processed),
-                                     device, cfg)
+    metrics, examples = evaluate_all(train, test, heads, load_tokenizer(cat.processed), device, cfg)
     return EvaluateResult(metrics, examples, cat.features.digest(), cat.heads.digest())

@@ -1,7 +1,7 @@
 """What a running stage reports, and to whom: the stage calls its `Hooks`, the caller decides where it goes.
 
-The base class drops everything. The Prefect tasks send it to MLflow and the run log (tasks/tracking.py),
-`PrintHooks` to the terminal (bench/direct.py), a benchmark to its clock.
+The base class drops everything but warnings. The Prefect tasks send it to MLflow and the run log
+(tasks/tracking.py), `PrintHooks` to the terminal (bench/direct.py), a benchmark to its clock.
 """
 
 from __future__ import annotations
@@ -9,12 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from mmcore import integrity
+
 Metrics = dict[str, float]
 
 
 class Hooks:
     def log(self, message: str) -> None:
         """A line for a person: what the stage found or decided."""
+
+    def warn(self, message: str) -> None:
+        """Something wrong the stage found and repaired (a corrupt output it rebuilds): a Python warning
+        (`mmcore.integrity.CorruptOutputWarning`, whatever the hooks) and a `log` line."""
+        integrity.warn(message)
+        self.log(f"warning: {message}")
 
     def epoch(self, part: str, epoch: int, epochs: int, metrics: Metrics, items: int | None = None) -> None:
         """Epoch `epoch` (0-based) of `epochs` of the model `part` ("" for the encoders, else the head's name)

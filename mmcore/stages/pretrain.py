@@ -1,5 +1,6 @@
 """Pretrain: the image and text encoders aligned in one embedding space (or, for data without captions, the
-image encoder trained through a VQA head), resumed from its checkpoint when a run was killed.
+image encoder trained through a VQA head), resumed from its checkpoint when a run was killed (a checkpoint
+that does not load is discarded with a warning: the run starts from scratch).
 
 With `pretrain.processes` > 1 the training runs as that many data-parallel processes under torchrun
 (`mmcore.stages.torchrun`): this process launches them, hands them the config and catalog in one file,
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mmcore import integrity
 from mmcore.catalog import SECTIONS, Catalog, PretrainDir
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
@@ -39,10 +41,12 @@ class PretrainResult:
     val_samples: int
     resumed_from: int  # epochs a killed run had already done
     final: dict[str, float]  # the last epoch's metrics
+    checkpoint_sha256: str  # the resume checkpoint, which the result stands for too
 
     @property
-    def outputs(self) -> list[Path]:
-        return [self.pretrain.encoder]
+    def outputs(self) -> dict[Path, str]:
+        """The files this result stands for, with the sha256 each had when it was written."""
+        return {self.pretrain.encoder: self.encoder_sha256, self.pretrain.checkpoint: self.checkpoint_sha256}
 
 
 def inputs(cfg: PipelineConfig, cat: Catalog) -> dict[str, str]:
@@ -60,8 +64,12 @@ def run(cfg: PipelineConfig, cat: Catalog, hooks: Hooks | None = None, fresh: bo
     """Train the encoders (in this process, or under torchrun); `fresh` discards an earlier run's checkpoint
     instead of resuming it."""
     hooks = hooks or Hooks()
+    checkpoint = cat.pretrain.checkpoint
     if fresh:
-        cat.pretrain.checkpoint.unlink(missing_ok=True)
+        checkpoint.unlink(missing_ok=True)  # not read: a fresh run replaces it
+    elif checkpoint.exists() and (why := integrity.torch_problem(checkpoint)) is not None:
+        hooks.warn(f"{checkpoint} is corrupt ({why}): training from scratch")
+        checkpoint.unlink()
     splits = read_manifest(cat.processed)["splits"]
     if cfg.pretrain.processes > 1:
         objective, resumed = _launch(cfg, cat, hooks)
@@ -69,10 +77,10 @@ def run(cfg: PipelineConfig, cat: Catalog, hooks: Hooks | None = None, fresh: bo
         objective, fitted = train_here(cfg, cat, hooks)
         resumed = fitted.resumed_from
     hooks.flush()
-    history = torch.load(cat.pretrain.checkpoint, map_location="cpu", weights_only=True)["history"]
+    history = integrity.load_torch(checkpoint, "pretrain")["history"]
     return PretrainResult(cat.pretrain, file_sha256(cat.pretrain.encoder), cat.processed.digest(), objective,
                           cfg.pretrain.processes, splits.get("train", 0), splits.get("val", 0), resumed,
-                          dict(history[-1]) if history else {})
+                          dict(history[-1]) if history else {}, file_sha256(checkpoint))
 
 
 def train_here(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, FitResult]:

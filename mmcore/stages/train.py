@@ -1,5 +1,6 @@
 """Train: every task head the data supports, on the frozen features (VQA with its blind baselines,
-captioning, translation, text generation)."""
+captioning, translation, text generation). The feature shards are checked against their manifest first: a
+corrupt one is an error naming it and the extract stage. The heads are written, never read."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ class TrainResult:
     skipped: dict[str, str]  # head -> why it was not trained
 
     @property
-    def outputs(self) -> list[Path]:
-        return [self.heads.heads]
+    def outputs(self) -> dict[Path, str]:
+        return {self.heads.heads: self.heads_sha256}
 
 
 def inputs(cfg: PipelineConfig, cat: Catalog) -> dict[str, str]:
@@ -46,6 +47,7 @@ def head_epochs(cfg: HeadsConfig, name: str) -> int:
 
 def run(cfg: PipelineConfig, cat: Catalog, hooks: Hooks | None = None) -> TrainResult:
     hooks = hooks or Hooks()
+    cat.features.verify()
     vocab = load_tokenizer(cat.processed).vocab_size
     train = load_features(cat.features, cat.processed, ("train",))
     val = load_features(cat.features, cat.processed, ("val",))

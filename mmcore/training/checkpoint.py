@@ -2,7 +2,8 @@
 
 A checkpoint holds the model, optimizer and scheduler states, every RNG state the step may draw from,
 the early-stopping state (with a monitor), the metrics history and the number of epochs done. It is
-saved as tensors and plain numbers only, so it loads with `torch.load(..., weights_only=True)`.
+saved as tensors and plain numbers only, so it loads with `torch.load(..., weights_only=True)`. One that does
+not load (truncated, say) is treated as absent: the run starts from scratch, with a warning naming it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmcore import integrity
 from mmcore.io import save_torch
 from mmcore.training import distributed
 
@@ -67,22 +69,28 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: Stateful, sch
     save_torch(state, path)
 
 
-def load_checkpoint(path: str | Path, key: str) -> dict[str, Any] | None:
-    """The state saved at `path` under `key`; None when there is no file or it was written under another key."""
+def load_checkpoint(path: str | Path, key: str, warn: integrity.Warn = integrity.warn) -> dict[str, Any] | None:
+    """The state saved at `path` under `key`; None when there is no file, it was written under another key,
+    or it does not load (then `warn` names it)."""
     if not Path(path).exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state if state.get("key") == key else None
+    try:
+        state = integrity.load_torch(path)
+    except integrity.CorruptOutput as exc:
+        warn(f"{path} is corrupt ({exc.why}): training from scratch")
+        return None
+    return state if isinstance(state, dict) and state.get("key") == key else None
 
 
 def resume(path: str | Path, key: str, model: nn.Module, optimizer: Stateful, scheduler: Stateful,
-           best: Stateful) -> tuple[int, list[dict[str, float]]]:
+           best: Stateful, warn: integrity.Warn = integrity.warn) -> tuple[int, list[dict[str, float]]]:
     """Loads a checkpoint saved under `key` into the given objects and the RNGs.
 
     Returns the number of epochs already done (the epoch to start at) and their metrics history; without
-    such a checkpoint nothing is touched and the run starts at (0, []).
+    such a checkpoint (none, another key's, or a corrupt one: `warn` names it) nothing is touched and the
+    run starts at (0, []).
     """
-    state = load_checkpoint(path, key)
+    state = load_checkpoint(path, key, warn)
     if state is None:
         return 0, []
     model.load_state_dict(state["model"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmcore import integrity
 from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
@@ -163,13 +164,14 @@ def save_encoder(model: DualEncoder, enc_cfg: EncoderConfig, vocab_size: int, pa
     return Path(path)
 
 
-def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> DualEncoder:
+def load_encoder(path: str | Path, device: torch.device | str = "cpu", stage: str | None = "pretrain") -> DualEncoder:
     """Rebuilds the dual encoder from the file `save_encoder` wrote (plain tensors and dicts: loads with
     weights_only).
 
-    A minilm text encoder gets its tokenizer back from the file too (its extra state).
+    A minilm text encoder gets its tokenizer back from the file too (its extra state). A file that does not
+    load is a one-line `CorruptOutput` naming it and `stage`, the stage that writes it again.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = integrity.load_torch(path, stage)
     cfg = EncoderConfig.model_validate({**state["config"], "pretrained": False})  # weights come from the file
     model = build_dual_encoder(cfg, state["vocab_size"])
     model.load_state_dict(state["model"])

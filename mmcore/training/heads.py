@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mmcore import integrity
 from mmcore.config import HeadsConfig
 from mmcore.features import FeatureSet
 from mmcore.io import save_torch
@@ -225,9 +226,10 @@ def _restore(model: nn.Module, weights: dict[str, torch.Tensor], device: torch.d
     return model.to(device).eval()
 
 
-def load_heads(path: str | Path, device: torch.device | str = "cpu") -> Heads:
-    """Rebuilds the heads saved by `save_heads` (tensors and plain containers: loads with weights_only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def load_heads(path: str | Path, device: torch.device | str = "cpu", stage: str | None = "train") -> Heads:
+    """Rebuilds the heads saved by `save_heads` (tensors and plain containers: loads with weights_only); a
+    file that does not load is a one-line `CorruptOutput` naming it and `stage`, the stage that writes it."""
+    state = integrity.load_torch(path, stage)
     d, n_answers = HeadDims(**state["dims"]), len(state["answers"])
     vqa = _restore(build_vqa(d, n_answers), state["vqa"], device) if state["vqa"] else None
     cap = _restore(build_captioner(d), state["captioner"], device) if state["captioner"] else None

@@ -88,6 +88,37 @@ def test_extract_shard_matches_shard_order_batching(shards, tmp_path, text_encod
     assert again == {"path": out.name, "rows": 7, "skipped": True}
 
 
+def test_a_corrupt_shard_is_written_again_with_a_warning_and_fresh_does_not_read_it(shards, tmp_path, monkeypatch):
+    import warnings
+
+    from mmcore import features as F
+    from mmcore.integrity import CorruptOutputWarning
+    from tests.mmcore.stages.corruptkit import truncate
+
+    samples, tokens = shards
+    torch.manual_seed(0)
+    model = build_dual_encoder(EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=16, grid=2),
+                               VOCAB).eval()
+    out, cpu = tmp_path / "features-00000.parquet", torch.device("cpu")
+    extract_shard(model, samples, tokens, out, "sha", cpu)
+    good = truncate(out)
+    with pytest.warns(CorruptOutputWarning, match=rf"{out} is corrupt \(ArrowInvalid: .*\): extracting it again"):
+        assert extract_shard(model, samples, tokens, out, "sha", cpu)["skipped"] is False
+    assert out.read_bytes() == good  # the same encoder on the same shard: the same bytes
+    said: list[str] = []
+    pq.write_table(pq.read_table(out).slice(0, 5).replace_schema_metadata(pq.read_schema(out).metadata), out)
+    assert extract_shard(model, samples, tokens, out, "sha", cpu, warn=said.append)["skipped"] is False
+    assert said == [f"{out} is corrupt (5 rows for the 7 samples of {samples.name}): extracting it again"]
+    assert out.read_bytes() == good
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorruptOutputWarning)
+        assert extract_shard(model, samples, tokens, out, "other", cpu)["skipped"] is False  # new inputs: no warning
+        truncate(out)
+        monkeypatch.setattr(F, "kept_rows", lambda *a: pytest.fail("fresh read the shard it replaces"))
+        assert extract_shard(model, samples, tokens, out, "sha", cpu, fresh=True)["skipped"] is False
+    assert out.read_bytes() == good
+
+
 def test_length_sorted_batches_pad_each_batch_to_its_longest_caption():
     column = pa.chunked_array([[[[5, 6, 7], []], [[1]]], [[[2, 3], [4, 4, 4, 4]]]], pa.list_(pa.list_(pa.int32())))
     ids, lengths, counts = _caption_matrix(column, pad_id=0)

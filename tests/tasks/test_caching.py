@@ -1,5 +1,5 @@
 """The stages' Prefect cache keys: the stage's input digests, its own code version and its output
-location, never the MLflow run id; a cached result is used only while its files exist."""
+location, never the MLflow run id; a cached result is used only while its files exist and are intact."""
 
 from __future__ import annotations
 
@@ -154,3 +154,85 @@ def test_mapped_results_whose_files_are_gone_run_again(harness, tmp_path):
     (tmp_path / "b").unlink()
     assert run(["a", "b"]) == [True, False]
     assert sorted(calls) == ["a", "b", "b"] and (tmp_path / "b").read_text() == "b"
+
+
+@dataclass(frozen=True)
+class Digested:
+    """A result that records the sha256 of the file it stands for, as the stage results do."""
+
+    path: Path
+    sha256: str
+
+    @property
+    def outputs(self) -> dict[Path, str]:
+        return {self.path: self.sha256}
+
+
+def test_usable_checks_the_recorded_digest_or_else_the_kind_of_file(tmp_path):
+    from mmcore.io import file_sha256
+
+    out = tmp_path / "made.json"
+    out.write_text('{"rows": 5}')
+    good = Digested(out, file_sha256(out))
+    assert caching.usable(good) and caching.usable(Made(out)) and caching.problems(good) == {}
+    out.write_text('{"rows": 6}')  # whole, but not the file the result stands for
+    assert not caching.usable(good) and caching.usable(Made(out))
+    assert caching.problems(good)[out].startswith("sha256 ")
+    out.write_text('{"rows"')  # truncated: no digest needed to tell
+    assert not caching.usable(Made(out)) and caching.problems(Made(out))[out].startswith("JSONDecodeError")
+    assert caching.usable(object())  # a result that stands for no file
+
+
+def test_a_cached_result_whose_file_is_corrupt_runs_again_with_a_warning(harness, tmp_path, run_log):
+    from prefect import flow, task
+
+    from mmcore.io import file_sha256
+
+    out = tmp_path / "made.txt"
+    calls = []
+
+    @task(cache_key_fn=caching.keyed_on("train", lambda p: {"x": p["x"], "out": str(out)}), persist_result=True)
+    def make(x: int) -> Digested:
+        calls.append(x)
+        out.write_text(str(x) * 1000)
+        return Digested(out, file_sha256(out))
+
+    @flow
+    def run() -> list[bool]:
+        seen = [caching.run_cached(make, 7)[1]]
+        seen.append(caching.run_cached(make, 7)[1])
+        out.write_text("7" * 500)  # truncated
+        seen.append(caching.run_cached(make, 7)[1])
+        return seen
+
+    assert run() == [False, True, False]
+    assert calls == [7, 7] and out.read_text() == "7" * 1000
+    warned = [line for line in run_log() if "stands for" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"the cached result of make stands for {out}, which is corrupt "
+                                                     "(sha256 ") and warned[0].endswith(": running it again")
+
+
+def test_mapped_results_whose_files_are_corrupt_run_again_with_a_warning(harness, tmp_path, run_log):
+    from prefect import flow, task
+
+    from mmcore.io import file_sha256
+
+    calls = []
+
+    @task(cache_key_fn=caching.keyed_on("extract", lambda p: {"out": str(tmp_path / p["name"])}), persist_result=True)
+    def make(name: str) -> Digested:
+        calls.append(name)
+        (tmp_path / name).write_text(name * 100)
+        return Digested(tmp_path / name, file_sha256(tmp_path / name))
+
+    @flow
+    def run(names: list[str]) -> list[bool]:
+        _, cached = caching.map_cached(make.map(names), lambda i: make.with_options(refresh_cache=True)(names[i]))
+        return cached
+
+    assert run(["a", "b"]) == [False, False]
+    (tmp_path / "b").write_text("b" * 10)
+    assert run(["a", "b"]) == [True, False]
+    assert sorted(calls) == ["a", "b", "b"] and (tmp_path / "b").read_text() == "b" * 100
+    warned = [line for line in run_log() if "stands for" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"the cached result of mapped task 1 stands for {tmp_path / 'b'}")

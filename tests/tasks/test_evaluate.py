@@ -32,7 +32,7 @@ def test_evaluate_scores_the_test_split_and_records_the_features_it_read(built, 
     assert result.metrics["test_images"] == built.result.ingest.splits["test"]
     assert result.metrics["t2i_r1_baseline"] == pytest.approx(1 / result.metrics["test_images"])
     assert set(result.examples) == {"caption", "translation", "generation"}
-    assert result.outputs == []
+    assert result.outputs == {}
     inputs = tracking.client().get_run(run_id).inputs.dataset_inputs
     assert [(i.dataset.name, i.dataset.digest, [t.value for t in i.tags]) for i in inputs] == [
         ("smoke-features", result.features_digest[:36], ["test"])]
@@ -89,3 +89,15 @@ def test_publish_report_without_registration_shows_the_current_champion(built, e
     assert f"| vqa_acc | {result.metrics['vqa_acc']:.4f} | {result.metrics['vqa_acc_baseline']:.4f} |  |" in markdown
     assert "## Promotion" not in markdown
     assert _published("smoke-evaluation") == markdown
+
+
+def test_corrupt_heads_fail_the_evaluate_flow_naming_the_stage_to_refresh(data_copy):
+    from flows.evaluate import evaluate_flow
+    from mmcore.integrity import CorruptOutput
+    from tests.mmcore.stages.corruptkit import truncate
+
+    cfg, cat = data_copy("processed", "pretrain", "features", "heads")
+    truncate(cat.heads.heads)
+    with pytest.raises(CorruptOutput, match=rf"^{cat.heads.heads} is corrupt \(torch.load fails on .*\): "
+                                            r"run the train stage again \(--refresh train\)$"):
+        evaluate_flow(cfg, promote=False)

@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from mmcore.integrity import CorruptOutputWarning
 from mmcore.io import save_torch
 from mmcore.training import distributed
 from mmcore.training.checkpoint import load_checkpoint, resume, rng_state, save_checkpoint, set_rng_state
 from mmcore.training.loop import FitConfig, epoch_order, fit, seed_everything
+from tests.mmcore.stages.corruptkit import truncate
 
 X = torch.randn(24, 4, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
@@ -103,6 +105,38 @@ def test_resume_ignores_a_missing_file_and_a_checkpoint_with_another_key(tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(before, _weights(fresh), strict=True))
     assert torch.equal(torch.get_rng_state(), rng_before) and fresh_sched.last_epoch == 0
     assert box.state == {"value": None} and fresh_opt.state_dict()["state"] == {}
+
+
+def test_a_corrupt_checkpoint_is_treated_as_absent_with_a_warning_naming_it(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    model, opt, sched = _parts(0)
+    _train(model, opt, sched, 2)
+    save_checkpoint(path, model, opt, sched, 2, [{"a": 1.0}, {"a": 0.5}], "k", {"value": 1.0})
+    truncate(path)
+
+    fresh, fresh_opt, fresh_sched = _parts(1)
+    before, box = _weights(fresh), Box({"value": None})
+    expected = rf"{path} is corrupt \(torch.load fails on .*\): training from scratch"
+    with pytest.warns(CorruptOutputWarning, match=expected):
+        assert resume(path, "k", fresh, fresh_opt, fresh_sched, box) == (0, [])
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(fresh), strict=True))
+    assert box.state == {"value": None} and fresh_sched.last_epoch == 0
+    said: list[str] = []
+    assert load_checkpoint(path, "k", warn=said.append) is None  # or to the caller's own channel
+    assert len(said) == 1 and said[0].startswith(f"{path} is corrupt (")
+
+
+def test_fit_starts_from_scratch_over_a_corrupt_checkpoint_and_replaces_it(tmp_path):
+    full_model, full = _fit_run(None)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _fit_run(ckpt, stop_after=1)
+    truncate(ckpt)
+    with pytest.warns(CorruptOutputWarning, match="ckpt.pt is corrupt"):
+        model, result = _fit_run(ckpt)
+    assert result.resumed_from == 0 and result.history == full.history
+    assert all(torch.equal(a, b) for a, b in zip(_weights(model), _weights(full_model), strict=True))
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 5  # a whole checkpoint again
 
 
 def test_save_checkpoint_writes_only_on_rank_0(tmp_path, monkeypatch):

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 import torch
 
-from mmcore.catalog import PretrainDir
+from mmcore.catalog import BundleDir, PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
+from mmcore.integrity import CorruptOutput
 from mmcore.training.contrastive import load_encoder, pretrain
+from tests.mmcore.stages.corruptkit import truncate
 
 ENC = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=8, grid=2)
 CFG = PretrainConfig(epochs=2, batch_size=4, device="cpu")
@@ -109,3 +114,17 @@ def test_hard_negative_batches_hold_whole_groups(tmp_path, monkeypatch):
         assert sorted(i for g in groups for i in g) == list(range(12)) and {len(g) for g in groups} == {2}
     batches = list(real(_samples(12), 4, 0, 1, torch.device("cpu"), seen[1]))
     assert len(batches) == 3 and all(len(b[0]) == 4 for b in batches)  # 2 groups per batch of 4
+
+
+def test_a_corrupt_encoder_is_one_line_naming_it_and_the_stage_to_run_again(tiny_bundle, tmp_path):
+    path = tmp_path / "encoder.pt"
+    shutil.copyfile(BundleDir(tiny_bundle).encoder, path)
+    assert load_encoder(path).text_proj.out_features == 16
+    truncate(path)
+    with pytest.raises(CorruptOutput) as err:
+        load_encoder(path)
+    assert str(err.value) == (f"{path} is corrupt (torch.load fails on its {path.stat().st_size} bytes: "
+                              "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central "
+                              "directory): run the pretrain stage again (--refresh pretrain)")
+    with pytest.raises(CorruptOutput, match=r"\)$"):  # a bundle's file: no stage to name
+        load_encoder(path, stage=None)

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 import torch
 
+from mmcore.catalog import BundleDir
 from mmcore.config import HeadsConfig
 from mmcore.evaluation import evaluate_vqa
 from mmcore.features import FeatureSet
+from mmcore.integrity import CorruptOutput
 from mmcore.models.builders import (
     HeadDims,
     build_blind_vqa,
@@ -17,6 +22,7 @@ from mmcore.models.builders import (
 from mmcore.models.heads import BlindVQA
 from mmcore.training.heads import Heads, load_heads, save_heads, train_heads
 from mmcore.training.loop import pad_batch
+from tests.mmcore.stages.corruptkit import truncate
 
 COLOUR_Q, SHAPE_Q = [2, 5, 6, 3], [2, 7, 8, 3]  # "what colour is it?", "is it a shape?"
 CFG = HeadsConfig(epochs=6, batch_size=32, lr=5e-3, hidden=32, word_dim=16, device="cpu")
@@ -113,3 +119,14 @@ def test_saved_heads_reload_with_typed_dims_and_the_same_outputs(tmp_path):
             assert torch.equal(old(*args), new(*args)), name
         for s, m in heads.vqa_blind.items():
             assert torch.equal(m.eval()(grid, pooled, q), again.vqa_blind[s](grid, pooled, q)), s
+
+
+def test_corrupt_heads_are_one_line_naming_them_and_the_stage_to_run_again(tiny_bundle, tmp_path):
+    path = tmp_path / "heads.pt"
+    shutil.copyfile(BundleDir(tiny_bundle).heads, path)
+    assert load_heads(path).answers == ["red", "blue", "2"]
+    truncate(path)
+    with pytest.raises(CorruptOutput) as err:
+        load_heads(path)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{path} is corrupt (torch.load fails on ")
+    assert str(err.value).endswith(": run the train stage again (--refresh train)")
