@@ -1,4 +1,9 @@
-"""`mm caption / ask / search / translate / generate`: the registered @champion model answers."""
+"""`mm caption / ask / search / translate / generate`: the registered @champion model answers.
+
+A bad option or file is one line (`error: ...`, exit 2) naming the bad value and what is allowed: what
+can be checked without the model (an image file's header, the params' types and ranges) is checked before
+the model is loaded; the rest (the model's limits and languages) is the model's own one-line answer.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from rich.table import Table
 
 from flows.cli_options import console, fail
 from mmcore.config import PipelineConfig
+from mmcore.inference import image_size
+from mmcore.serving import PARAMS
 
 model_app = typer.Typer()
 ModelUri = Annotated[str | None, typer.Option("--model", "-m",
@@ -22,6 +29,7 @@ DatasetName = Annotated[str, typer.Option("--dataset", "-d", help="dataset whose
 def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]], params: dict[str, Any] | None = None):
     import mlflow.pyfunc
     import pandas as pd
+    from mlflow.exceptions import MlflowException
 
     uri = model or f"models:/{PipelineConfig(dataset=dataset).model_name}@champion"
     try:
@@ -29,13 +37,33 @@ def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]], params
     except Exception as exc:  # MLflow raises its own types for a missing model or alias
         raise fail(f"could not load {uri}: {str(exc).splitlines()[0]}; run `mm demo` or `mm pipeline` first",
                    1) from None
-    return loaded.predict(pd.DataFrame(rows), params=params)
+    try:
+        return loaded.predict(pd.DataFrame(rows), params=params)
+    except MlflowException as exc:  # the model's one-line answer to a bad request (4xx), or its failure (5xx)
+        message = " ".join(exc.message.split())
+        raise fail(message, 2 if exc.get_http_status_code() < 500 else 1) from None
+
+
+def _check_params(**params: Any) -> dict[str, Any]:
+    """The params, checked before the model is loaded (the model checks its own limits, e.g. k's maximum)."""
+    for name, value in params.items():
+        try:
+            PARAMS[name].check("-k" if name == "k" else "--" + name.replace("_", "-"), value, None)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    return params
 
 
 def _image_b64(path: Path) -> str:
+    """The file's base64, once its header says it is an image (a bomb or a non-image is refused unread)."""
     if not path.is_file():
         raise fail(f"{path} is not a file")
-    return base64.b64encode(path.read_bytes()).decode()
+    data = path.read_bytes()
+    try:
+        image_size(data)
+    except ValueError as exc:
+        raise fail(f"{path} {exc}") from None
+    return base64.b64encode(data).decode()
 
 
 @model_app.command()
@@ -53,10 +81,10 @@ def ask(image: Path, question: str, model: ModelUri = None, dataset: DatasetName
 
 
 @model_app.command()
-def search(text: str, k: Annotated[int, typer.Option("-k", help="results to show")] = 5,
+def search(text: str, k: Annotated[int, typer.Option("-k", help="results to show (at least 1)")] = 5,
            model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
     """Find the dataset images that best match a text."""
-    out = _predict(model, dataset, [{"task": "search", "text": text}], {"k": k})
+    out = _predict(model, dataset, [{"task": "search", "text": text}], _check_params(k=k))
     table = Table(title=f"images matching {text!r}")
     for col in ("rank", "score", "sample", "image"):
         table.add_column(col)
@@ -75,14 +103,16 @@ def translate(text: str, to: Annotated[str, typer.Option("--to", help="target la
 
 @model_app.command()
 def generate(prompt: str, lang: Annotated[str, typer.Option(help="language to write")] = "en",
-             n: Annotated[int, typer.Option("-n", help="texts to sample")] = 3,
-             temperature: Annotated[float, typer.Option(help="> 1 more varied, < 1 more likely text")] = 1.0,
+             n: Annotated[int, typer.Option("-n", help="texts to sample (at least 1)")] = 3,
+             temperature: Annotated[float, typer.Option(help="> 0: > 1 more varied, < 1 more likely text")] = 1.0,
              top_k: Annotated[int, typer.Option(help="sample among the k likeliest tokens (0: all)")] = 0,
-             top_p: Annotated[float, typer.Option(help="nucleus sampling mass (1: off)")] = 0.9,
+             top_p: Annotated[float, typer.Option(help="nucleus sampling mass, > 0 and <= 1 (1: off)")] = 0.9,
              seed: Annotated[int, typer.Option(help="-1: a different draw every time")] = -1,
              model: ModelUri = None, dataset: DatasetName = "shapes") -> None:
     """Continue a prompt with the champion model's text generator."""
-    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    if n < 1:
+        raise fail(f"-n must be an integer >= 1 (texts to sample); got {n}")
+    params = _check_params(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     out = _predict(model, dataset, [{"task": "generate", "text": prompt, "lang": lang}] * n, params)
     for text in out["answer"]:
         console.print(text)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from mmcore.catalog import BundleDir
 from mmcore.data.images import to_rgb_square
@@ -28,16 +30,83 @@ class Match:
     score: float
 
 
-class Predictor:
-    """Answers caption, VQA and text-to-image search requests from a bundle folder."""
+class ImageError(ValueError):
+    """An image that cannot be used: `index` is its place in the batch, `reason` says why in one line."""
 
-    def __init__(self, bundle_dir: str | Path, device: str = "cpu"):
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"image {index} {reason}")
+        self.index, self.reason = index, reason
+
+
+class PixelBomb(ValueError):
+    """An image whose header claims more pixels than Pillow opens at all: a decompression bomb."""
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) read from an image file's header, without decoding its pixels.
+
+    Raises ValueError with a reason that reads after "the image": not an image, a broken header, or more
+    pixels than Pillow opens at all (twice `Image.MAX_IMAGE_PIXELS`, a decompression bomb).
+    """
+    try:
+        with warnings.catch_warnings():
+            # the caller compares the size with its own limit, which may be above Pillow's warning threshold
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        claimed = f"claims {int(found.group(1))} pixels" if found else "claims too many pixels"
+        raise PixelBomb(f"{claimed}, a decompression bomb Pillow refuses to open") from None
+    except UnidentifiedImageError:
+        raise ValueError("is not an image file Pillow can read (PNG, JPEG, GIF, WebP, BMP, TIFF, ...)") from None
+    except Exception as exc:  # Pillow raises many kinds on hostile bytes (OSError, SyntaxError, struct.error, ...)
+        raise ValueError(f"has a broken header ({_one_line(exc)})") from None
+
+
+def decode_image(data: bytes, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """An image file's bytes -> (3, size, size) uint8 RGB, never decoding more than `max_pixels` pixels.
+
+    The pixel count comes from the header, before any decoding; `max_pixels=None` leaves the limit to
+    Pillow's decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`), made an error here instead of a warning.
+    Raises ValueError with a one-line reason that reads after "the image".
+    """
+    width, height = image_size(data)
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(f"is {width} x {height} = {width * height} pixels; at most {max_pixels} allowed")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error" if max_pixels is None else "ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return np.asarray(to_rgb_square(img, size)).transpose(2, 0, 1)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"is {width} x {height} pixels, above Pillow's decompression-bomb limit "
+                         f"{Image.MAX_IMAGE_PIXELS}") from None
+    except Exception as exc:  # truncated or corrupt pixel data: Pillow raises many kinds (OSError, struct.error, ...)
+        raise ValueError(f"could not be decoded ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException, width: int = 160) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+class Predictor:
+    """Answers caption, VQA and text-to-image search requests from a bundle folder.
+
+    `max_image_pixels`: no image with more pixels (width x height, read from its header) is decoded; None
+    leaves the limit to Pillow's decompression-bomb guard. mmcore/serving.py checks the model's own limits
+    before anything reaches the predictor.
+    """
+
+    def __init__(self, bundle_dir: str | Path, device: str = "cpu", max_image_pixels: int | None = None):
         bundle = BundleDir(Path(bundle_dir))
         missing = [f.name for f in bundle.files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"model bundle {bundle} lacks {missing}")
         self.device = torch.device(device)
         self.meta = read_json(bundle.meta)
+        self.max_image_pixels = max_image_pixels
         self.encoder = load_encoder(bundle.encoder, self.device)
         self.heads = load_heads(bundle.heads, self.device)
         self.tokenizer = TextTokenizer.from_file(bundle.tokenizer)
@@ -47,14 +116,13 @@ class Predictor:
         self.index_emb = torch.from_numpy(vectors_to_numpy(index["image_embedding"]).copy())
 
     def _images(self, images: list[bytes]) -> torch.Tensor:
-        size = self.meta["image_size"]
+        """(B, 3, S, S) uint8; raises ImageError naming the first image that cannot be used."""
         arrays = []
         for i, data in enumerate(images):
             try:
-                with Image.open(io.BytesIO(data)) as img:
-                    arrays.append(np.asarray(to_rgb_square(img, size)).transpose(2, 0, 1))
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise ValueError(f"image {i} could not be decoded: {exc}") from exc
+                arrays.append(decode_image(data, self.meta["image_size"], self.max_image_pixels))
+            except ValueError as exc:
+                raise ImageError(i, str(exc)) from None
         return torch.from_numpy(np.stack(arrays)).to(self.device)
 
     @torch.no_grad()
@@ -116,6 +184,8 @@ class Predictor:
 
     @torch.no_grad()
     def search(self, texts: list[str], k: int = 5) -> list[list[Match]]:
+        if k < 1:
+            raise ValueError(f"need k >= 1 search results per text; got {k}")
         ids = pad_batch(self.tokenizer.encode(texts, self.meta["max_text_len"])).to(self.device)
         scores = self.encoder.encode_text(ids).cpu() @ self.index_emb.T  # (Q, N)
         top = scores.topk(min(k, scores.shape[1]), dim=-1)

@@ -24,26 +24,37 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from prefect import task
 
-from mmcore.catalog import Catalog
-from mmcore.config import PipelineConfig
+from mmcore.catalog import BundleDir, Catalog
+from mmcore.config import IngestConfig, PipelineConfig, ServingConfig
+from mmcore.io import read_json
 from mmcore.registry_gate import Scored, decide
+from mmcore.serving import PARAMS, Limits, param_defaults
 from mmcore.stages import package
 from tasks import tracking
 
 PYFUNC_ENTRY = importlib.util.find_spec("mmcore.pyfunc_model").origin  # the model's code; not imported here
-SIGNATURE = ModelSignature(
-    inputs=Schema([
-        ColSpec("string", "task"),
-        ColSpec("string", "image", required=False),  # base64 of the image file's bytes
-        ColSpec("string", "question", required=False),
-        ColSpec("string", "text", required=False),  # search query, text to translate, or generation prompt
-        ColSpec("string", "lang", required=False),  # translate: target language; generate: language written
-    ]),
-    outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "score"), ColSpec("string", "matches")]),
-    params=ParamSchema([ParamSpec("k", "long", 5),  # search results per text
-                        ParamSpec("temperature", "double", 1.0), ParamSpec("top_k", "long", 0),
-                        ParamSpec("top_p", "double", 1.0), ParamSpec("seed", "long", -1)]),  # generate; -1: random
-)
+
+
+def signature(limits: Limits) -> ModelSignature:
+    """The model's signature: its string columns, its answer columns and its params, whose defaults fit
+    `limits` (the default k is at most the model's max_k)."""
+    return ModelSignature(
+        inputs=Schema([
+            ColSpec("string", "task"),
+            ColSpec("string", "image", required=False),  # base64 of the image file's bytes
+            ColSpec("string", "question", required=False),
+            ColSpec("string", "text", required=False),  # search query, text to translate, or generation prompt
+            ColSpec("string", "lang", required=False),  # translate: target language; generate: language written
+        ]),  # mmcore.serving.INPUTS, in order: the contract checks every value is a string or null
+        outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "score"), ColSpec("string", "matches")]),
+        # k: search results per text; temperature, top_k, top_p, seed (-1: random): generate. Their ranges, and
+        # the refusal of params not declared here, are mmcore/serving.py's (MLflow itself would only drop those)
+        params=ParamSchema([ParamSpec(name, PARAMS[name].dtype, default)
+                            for name, default in param_defaults(limits).items()]),
+    )
+
+
+SIGNATURE = signature(Limits.from_config(ServingConfig(), IngestConfig()))  # the default config's
 
 
 def _requirements(cfg: PipelineConfig) -> list[str]:
@@ -60,7 +71,7 @@ def register_model(cfg: PipelineConfig, cat: Catalog, metrics: dict[str, float],
     A model whose files (encoder, heads, tokenizer, feature index) are already registered is not
     registered again: a rerun with nothing changed returns the existing version and its alias.
     """
-    existing = registered_version(cfg, package.model_digest(cat))
+    existing = registered_version(cfg, package.model_digest(cfg, cat))
     if existing is not None:
         return _existing_result(cfg, existing, run_id)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,12 +111,14 @@ def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, 
     champion it was compared with ({version, metrics, test_digest}, or None for the first model).
     """
     champion = champion_scores(cfg)  # read before registering: the new version must not meet itself
+    limits = Limits.from_meta(read_json(BundleDir(Path(bundle)).meta))  # what the model enforces
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=PYFUNC_ENTRY,
-            artifacts={"bundle": str(bundle)}, signature=SIGNATURE, pip_requirements=_requirements(cfg),
+            artifacts={"bundle": str(bundle)}, signature=signature(limits), pip_requirements=_requirements(cfg),
             input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
-            registered_model_name=cfg.model_name, metadata={"dataset": cfg.dataset},
+            registered_model_name=cfg.model_name,
+            metadata={"dataset": cfg.dataset, "serving_limits": limits.as_meta()},
         )
     version = str(info.registered_model_version)
     gate = decide(Scored(metrics, test_digest, version), champion, cfg.registry)

@@ -1,9 +1,13 @@
 """Package: a trained model's files (encoder, heads, tokenizer, the image index text search ranks) and
-what inference needs to know, in one folder: what registration logs as the model's artifacts."""
+what inference needs to know, in one folder: what registration logs as the model's artifacts.
+
+The bundle's meta carries the serving limits (`cfg.serving`, resolved against `cfg.ingest`), so a deployed
+model enforces the limits it was registered with, wherever it is served."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +22,27 @@ from mmcore.config import PipelineConfig
 from mmcore.data.storage import is_uri
 from mmcore.features import image_index
 from mmcore.io import combined_digest, file_sha256, write_json
+from mmcore.serving import Limits
 
 
 @dataclass(frozen=True)
 class Package:
     bundle: Path
-    model_digest: str  # what identifies the model's behaviour: its files and the index it searches
+    model_digest: str  # what identifies the model's behaviour: its files, the index it searches, its limits
     test_digest: str  # the test split it was scored on (the champion gate compares only equal ones)
 
 
-def model_digest(cat: Catalog) -> str:
-    """The digest of the checkpoints, the tokenizer and the image index a model of `cat` is made of."""
+def serving_limits(cfg: PipelineConfig) -> Limits:
+    """What one request to the packaged model may hold: `cfg.serving`, unset limits taken from ingest's."""
+    return Limits.from_config(cfg.serving, cfg.ingest)
+
+
+def model_digest(cfg: PipelineConfig, cat: Catalog) -> str:
+    """The digest of the checkpoints, the tokenizer and the image index a model of `cat` is made of, and of
+    the serving limits it enforces (a change of limits is a new model version)."""
+    limits = json.dumps(serving_limits(cfg).as_meta(), sort_keys=True)
     return combined_digest([cat.pretrain.digest(), cat.heads.digest(), file_sha256(cat.processed.tokenizer),
-                            cat.features.digest()])
+                            cat.features.digest(), hashlib.sha256(limits.encode()).hexdigest()])
 
 
 def run(cfg: PipelineConfig, cat: Catalog, out: Path, metrics: dict[str, float]) -> Package:
@@ -39,10 +51,11 @@ def run(cfg: PipelineConfig, cat: Catalog, out: Path, metrics: dict[str, float])
     meta: dict[str, Any] = {
         "dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
         "max_caption_len": cfg.heads.max_caption_len, "raw_root": raw,  # where search results' image paths start
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "serving": serving_limits(cfg).as_meta()}  # mmcore/serving.py enforces them on every request
     bundle = write_bundle(BundleDir(out), cat.pretrain.encoder, cat.heads.heads, cat.processed.tokenizer,
                           image_index(cat.features, cat.processed), meta)
-    return Package(bundle.path, model_digest(cat), split_digest(cat.processed, "test"))
+    return Package(bundle.path, model_digest(cfg, cat), split_digest(cat.processed, "test"))
 
 
 def write_bundle(bundle: BundleDir, encoder: Path, heads: Path, tokenizer: Path, index: pa.Table,
@@ -50,7 +63,8 @@ def write_bundle(bundle: BundleDir, encoder: Path, heads: Path, tokenizer: Path,
     """Copies everything inference needs into one folder (the registered model's artifacts).
 
     `index` has sample_id, image_path and image_embedding columns: the images `search` ranks.
-    `meta` must give image_size, max_text_len and max_caption_len.
+    `meta` must give image_size, max_text_len and max_caption_len; `serving` (`Limits.as_meta()`) gives the
+    limits requests are held to (without it, the default config's).
     """
     bundle.path.mkdir(parents=True, exist_ok=True)
     for src, dest in ((encoder, bundle.encoder), (heads, bundle.heads), (tokenizer, bundle.tokenizer)):

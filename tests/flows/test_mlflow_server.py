@@ -4,7 +4,9 @@ registers served over HTTP; all on 127.0.0.1.
 One tiny pipeline run (module-scoped) against `mlflow server --artifacts-destination s3://...` backed
 by a moto S3 server. The client (this process) has no S3 credentials: artifacts go through the
 server's proxy. Then `mlflow models serve` loads `models:/mmcore-smoke@champion` through the same
-server, and bench/screenshot_mlflow.py takes a picture of the runs from the server's SQLite store.
+server, answers good requests, and refuses a battery of malformed ones (with the serving limits the run
+registered the model with) by a 4xx and one line, without a stack trace, staying up for the next request;
+bench/screenshot_mlflow.py takes a picture of the runs from the server's SQLite store.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ BUCKET = "mm-mlflow"
 MODEL = "mmcore-smoke"
 STAGES = ["evaluate", "extract", "ingest", "pretrain", "train"]
 CLIENT_ONLY = (*AWS_VARS, "MLFLOW_S3_ENDPOINT_URL")  # none of these reach the client: it has no S3 access
+# the registered model's limits (the rest are the defaults: 1,000 characters of text from ingest, k up to 100)
+SERVING = {"serving.max_rows": 8, "serving.max_image_bytes": 100_000, "serving.max_image_pixels": 1_000_000}
 
 
 def _without_s3(env: dict[str, str]) -> dict[str, str]:
@@ -74,7 +78,7 @@ def run(harness, tracking_server: dict, tmp_path_factory: pytest.TempPathFactory
         mp.setenv("MLFLOW_TRACKING_URI", tracking_server["url"])  # MM_ARTIFACT_ROOT stays set: ignored over http
         started = time.monotonic()
         result = pipeline_flow(load_config("smoke", {"data_root": str(data_root), "pretrain.epochs": 1,
-                                                     "heads.epochs": 1}))
+                                                     "heads.epochs": 1, **SERVING}))
         print(f"\npipeline against the server: {time.monotonic() - started:.1f} s")
         yield {**tracking_server, "result": result, "data_root": data_root}
 
@@ -161,18 +165,22 @@ def served(run: dict, tmp_path_factory: pytest.TempPathFactory):
         yield f"http://127.0.0.1:{port}"
 
 
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
 def _invoke(url: str, rows: list[dict], params: dict | None = None) -> tuple[int, dict]:
     columns = ["task", "image", "question", "text", "lang"]
     body = {"dataframe_split": {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}}
     if params:
         body["params"] = params
-    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+    return _post(url, body)
 
 
 def test_served_champion_answers_caption_ask_and_search(run: dict, served: str):
@@ -199,7 +207,96 @@ def test_served_champion_answers_caption_ask_and_search(run: dict, served: str):
 def test_served_champion_rejects_an_unknown_task_by_name(served: str):
     status, body = _invoke(served, [{"task": "summarize", "text": "two shapes"}])
     assert status == 400, body  # a client error, whose message says what was wrong
-    assert "unknown task" in body["message"] and "summarize" in body["message"], body
+    assert _refusal(status, body) == ("request 0: unknown task 'summarize'; choose from caption, ask, search, "
+                                      "translate, generate")
+
+
+def _refusal(status: int, body: dict) -> str:
+    """The one line a bad request is answered with (MLflow puts a repr of the input data before it)."""
+    assert 400 <= status < 500, (status, body)
+    assert "stack_trace" not in body and "Traceback" not in json.dumps(body), body
+    assert len(body["message"]) < 3000, body["message"][:3000]  # a short repr of the input, however big it is
+    prefix, sep, line = body["message"].rpartition("\nError: ")
+    assert sep and prefix.startswith("Failed to predict data") and "\n" not in line and len(line) <= 300, body
+    return line
+
+
+def _png(size: tuple[int, int], mode: str = "L", noise: bool = False) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8) if noise \
+        else np.zeros((size[1], size[0], len(mode)), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _battery(image: str) -> list[tuple[str, dict, str]]:
+    """(what, request body, the start of the one line it must be refused with)."""
+    from tests.mmcore.test_serving import png_header
+
+    def rows(*items: dict, params: dict | None = None, columns: tuple[str, ...] = ("task", "image", "question",
+                                                                                   "text", "lang")) -> dict:
+        body = {"dataframe_split": {"columns": list(columns), "data": [[r.get(c) for c in columns] for r in items]}}
+        return {**body, "params": params} if params else body
+
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    noise, blank = _png((200, 200), "RGB", noise=True), _png((2000, 2000))
+    assert len(noise) > 100_000 and len(blank) < 20_000  # over the byte limit; a big blank image compressed small
+    search = {"task": "search", "text": "a red circle"}
+    return [
+        ("20 MB text", rows({"task": "search", "text": "a " * 10_000_000}),
+         "request 0: 'text' has 20000000 characters; at most 1000 allowed"),
+        ("too many rows", rows(*[search] * 9), "9 requests in one call; at most 8 allowed"),
+        ("image over the byte limit", rows({"task": "caption", "image": b64(noise)}),
+         f"request 0: 'image' is {len(b64(noise))} characters of base64"),
+        ("bomb: a tiny PNG claiming 169 MP", rows({"task": "caption", "image": b64(png_header(13_000, 13_000))}),
+         "request 0: 'image' is 13000 x 13000 = 169000000 pixels; at most 1000000 allowed"),
+        ("bomb: a real 2000 x 2000 blank PNG", rows({"task": "ask", "image": b64(blank), "question": "what?"}),
+         "request 0: 'image' is 2000 x 2000 = 4000000 pixels; at most 1000000 allowed"),
+        ("bomb past Pillow's own guard", rows({"task": "caption", "image": b64(png_header(20_000, 20_000))}),
+         "request 0: 'image' claims 400000000 pixels, a decompression bomb Pillow refuses to open"),
+        ("truncated image", rows(search, {"task": "caption", "image": image[:len(image) // 2 // 4 * 4]}),
+         "request 1: 'image' could not be decoded ("),
+        ("not an image", rows({"task": "caption", "image": b64(b"GIF89a, or so it says")}),
+         "request 0: 'image' is not an image file Pillow can read"),
+        ("not base64", rows({"task": "caption", "image": "%%%"}), "request 0: 'image' must be the base64 of"),
+        ("k=-1", rows(search, params={"k": -1}), "param 'k' must be an integer from 1 to 100 (search results per "
+                                                 "text); got -1"),
+        ("k too large", rows(search, params={"k": 101}), "param 'k' must be an integer from 1 to 100"),
+        ("unknown task", rows({"task": "summarize", "text": "x"}), "request 0: unknown task 'summarize'; choose from"),
+        ("unknown param", rows(search, params={"kk": 3}), "unknown param(s) ['kk']; this model takes k, temperature,"),
+        ("a list where a string is declared", rows({"task": "search", "text": ["a", "b"]}),
+         "request 0: 'text' must be a string or null; got list ['a', 'b']"),
+        ("missing required column", rows({"text": "x"}, columns=("text",)), "requests need a 'task' column: one of"),
+        ("unknown column", rows({**search, "extra": "x"}, columns=("task", "text", "extra")),
+         "unknown or repeated column(s) ['extra']"),
+        ("bad lang", rows({"task": "translate", "text": "a red circle", "lang": "fr"}),
+         "request 0: unknown language 'fr'; this model writes en, zh"),
+        ("temperature 0", rows({"task": "generate", "text": "two", "lang": "en"}, params={"temperature": 0}),
+         "param 'temperature' must be a number >= 1e-06 (> 0;"),
+    ]
+
+
+def test_served_champion_refuses_malformed_requests_in_one_line_and_stays_up(run: dict, served: str):
+    image = base64.b64encode((run["data_root"] / "raw/smoke/images/000000.png").read_bytes()).decode()
+    good = [{"task": "search", "text": "a large blue square"}, {"task": "caption", "image": image}]
+    status, before = _invoke(served, good, {"k": 3})
+    assert status == 200, before
+    wrong = {}
+    for what, body, expected in _battery(image):
+        started = time.monotonic()
+        status, answer = _post(served, body)
+        line = _refusal(status, answer)
+        if not line.startswith(expected):
+            wrong[what] = line
+        assert time.monotonic() - started < 30, what  # refused before any work (a 20 MB text took 20 s before)
+    assert wrong == {}
+    status, after = _invoke(served, good, {"k": 3})
+    assert (status, after) == (200, before)  # still up, and answering as before
 
 
 # A look at the runs --------------------------------------------------------------------------------------------
@@ -225,3 +322,12 @@ def test_screenshot_script_shows_the_experiment(run: dict, tmp_path: Path):
         assert img.format == "PNG" and img.width >= 800 and img.height >= 600
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50  # a rendered page, not a blank single colour
+
+
+def test_served_champion_refuses_unknown_params_that_mlflow_alone_would_drop(served: str):
+    """Pins how unknown params are refused: MLflow 3.17's `_enforce_params_schema` drops them with a warning
+    before the model's `predict`, so mmcore/pyfunc_model.py checks them in a wrapper of `PyFuncModel.predict`.
+    If an MLflow upgrade stops calling that method, this answers 200 and fails here."""
+    status, body = _invoke(served, [{"task": "search", "text": "a red circle"}], {"k": 2, "temprature": 0.5})
+    assert _refusal(status, body) == ("unknown param(s) ['temprature']; this model takes k, temperature, top_k, "
+                                      "top_p, seed")

@@ -8,11 +8,14 @@ import pytest
 
 
 def test_signature_matches_the_serving_columns():
-    from mmcore.serving import COLUMNS
+    from mmcore.serving import COLUMNS, INPUTS, PARAMS
     from tasks.register import SIGNATURE
 
     assert tuple(c.name for c in SIGNATURE.outputs.inputs) == COLUMNS
-    assert [c.name for c in SIGNATURE.inputs.inputs] == ["task", "image", "question", "text", "lang"]
+    assert tuple(c.name for c in SIGNATURE.inputs.inputs) == INPUTS == ("task", "image", "question", "text", "lang")
+    assert [(c.name, c.type.name, c.required) for c in SIGNATURE.inputs.inputs if c.required] == [
+        ("task", "string", True)]  # the contract: every column holds strings; only task is required
+    assert {p.name: p.dtype.name for p in SIGNATURE.params.params} == {n: p.dtype for n, p in PARAMS.items()}
     assert {p.name: p.default for p in SIGNATURE.params.params} == {"k": 5, "temperature": 1.0, "top_k": 0,
                                                                     "top_p": 1.0, "seed": -1}
 
@@ -33,7 +36,7 @@ def test_register_model_registers_the_fixture_once(built, config_at, mlflow_run)
     client = MlflowClient()
     version = client.get_model_version("mmcore-task-test", "1")
     test_digest = split_digest(built.cat.processed, "test")
-    assert version.tags["model_digest"] == model_digest(built.cat)
+    assert version.tags["model_digest"] == model_digest(cfg, built.cat)
     assert (version.tags["test_digest"], version.tags["gate_decision"]) == (test_digest, "promoted")
     assert version.run_id == mlflow_run.id and version.aliases == ["champion"]
     tags = mlflow_run.tags()

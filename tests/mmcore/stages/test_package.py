@@ -1,4 +1,5 @@
-"""The test-split digest the champion gate compares: it changes only with the content of that split."""
+"""The package stage: the test-split digest the champion gate compares (it changes only with the content of
+that split), and the serving limits the bundle carries."""
 
 from __future__ import annotations
 
@@ -48,3 +49,30 @@ def test_split_digest_changes_only_with_the_split_content(tmp_path):
     new_image[3]["image"] = b"another png"  # s3 is test
     assert base != split_digest(_processed(tmp_path / "e", new_image))
     assert base != split_digest(a, "train")
+
+
+def test_the_bundle_carries_the_serving_limits_and_a_deployed_model_enforces_them(smoke_stages, tmp_path):
+    import pandas as pd
+    import pytest
+
+    from mmcore.catalog import BundleDir
+    from mmcore.io import read_json
+    from mmcore.serving import BadRequest, answer_requests, load_predictor
+    from mmcore.stages import package
+    from tests.mmcore.test_serving import b64, png
+
+    cfg, cat, _ = smoke_stages
+    tight = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"max_rows": 2, "max_image_pixels": 400})})
+    packed = package.run(tight, cat, tmp_path / "bundle", {"t2i_r1": 0.5, "note": "not a number"})
+    meta = read_json(BundleDir(packed.bundle).meta)
+    assert meta["metrics"] == {"t2i_r1": 0.5}
+    assert meta["serving"] == {"max_rows": 2, "max_text_chars": cfg.ingest.max_text_chars,  # unset: ingest's
+                               "max_image_bytes": 20_000_000, "max_image_pixels": 400, "max_k": 100}
+    assert packed.model_digest == package.model_digest(tight, cat) != package.model_digest(cfg, cat)  # a new model
+
+    predictor = load_predictor(packed.bundle)
+    assert len(answer_requests(predictor, pd.DataFrame([{"task": "search", "text": "a red circle"}] * 2))) == 2
+    with pytest.raises(BadRequest, match="^3 requests in one call; at most 2 allowed$"):
+        answer_requests(predictor, pd.DataFrame([{"task": "search", "text": "a red circle"}] * 3))
+    with pytest.raises(BadRequest, match="^request 0: 'image' is 21 x 20 = 420 pixels; at most 400 allowed$"):
+        answer_requests(predictor, pd.DataFrame([{"task": "caption", "image": b64(png(size=(21, 20)))}]))
