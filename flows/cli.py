@@ -43,6 +43,7 @@ from flows.cli_options import (
 from flows.env import mm_home
 from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
+from mmcore.integrity import CorruptOutput
 
 app = typer.Typer(help="Multimodal pipelines: ingest, pretrain, extract, train, evaluate, serve. An error is one "
                        "line (exit 2); --debug, anywhere on the command line, shows its traceback.",
@@ -252,8 +253,6 @@ def home() -> None:
                   f"PREFECT_HOME={os.environ['PREFECT_HOME']}")
 
 
-
-
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
@@ -265,12 +264,12 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, CorruptOutput) as exc:
         if debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         console.print(f"[red]error:[/red] {message}", highlight=False)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, CorruptOutput) else 2)  # a damaged output is not a bad argument
 
 
 if __name__ == "__main__":

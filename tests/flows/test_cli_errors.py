@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.mmcore.stages.corruptkit import truncate
+from tests.mmcore.stages.stagekit import copy_run
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -79,3 +82,15 @@ def test_errors_come_before_any_server_and_debug_shows_the_traceback(tmp_path):
     debug = subprocess.run([*cmd, "--debug"], env=env, capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "pretrain.epochz" in debug.stderr
     assert took < 60  # no server was started and waited for
+
+
+def test_a_corrupt_upstream_output_is_one_line_naming_it_and_the_stage_to_run_again(monkeypatch, capsys,
+                                                                                   smoke_stages, tmp_path):
+    _, cat = copy_run(smoke_stages, tmp_path / "data")
+    truncate(cat.pretrain.encoder)
+    sets = [x for s in ("pretrain.epochs=1", "heads.epochs=1", "heads.text_epochs=1", f"data_root={cat.root}")
+            for x in ("--set", s)]
+    code, out = _mm(monkeypatch, capsys, "extract", "--preset", "smoke", *sets)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert out.startswith(f"error: {cat.pretrain.encoder} is corrupt (torch.load fails on its "), out
+    assert out.endswith("run the pretrain stage again (--refresh pretrain)"), out
