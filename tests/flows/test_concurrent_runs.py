@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -169,7 +170,11 @@ def test_four_runs_started_together_in_a_fresh_folder_all_finish(tmp_path):
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0] * 4, "\n\n".join(o[-3000:] for o in outputs)
-    assert not any("Application startup failed" in o or "already exists" in o for o in outputs)
+    # The migration races: a server that did not start, a database table created twice (MLflow's note that a
+    # registered model already exists, when two runs register at once, is not one of them).
+    races = [line for o in outputs for line in o.splitlines()
+             if "Application startup failed" in line or re.search(r"table \S+ already exists", line)]
+    assert races == []
     assert sum("Prefect API: temporary server" in o for o in outputs) == 4  # each its own server, one database
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("smoke")
