@@ -8,7 +8,6 @@ not load (truncated, say) is treated as absent: the run starts from scratch, wit
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,12 +29,14 @@ class Stateful(Protocol):
 
 
 def rng_state() -> dict[str, Any]:
-    """Torch, Python, NumPy and CUDA RNG states as tensors and plain numbers (loadable with weights_only)."""
-    version, mt, gauss = random.getstate()
+    """Torch, NumPy and CUDA RNG states as tensors and plain numbers (loadable with weights_only).
+
+    Python's `random` is not among them: training draws nothing from it, and other threads of the process
+    (Prefect names its runs with it) would make its state, and so the checkpoint's bytes, differ between
+    runs that train alike."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "rng": torch.get_rng_state(),
-        "py_rng": [version, torch.tensor(mt, dtype=torch.int64), gauss],
         "np_rng": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -46,8 +47,6 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restores the RNG states `rng_state` returned; CUDA's only on as many devices as it was saved from."""
     torch.set_rng_state(state["rng"])
-    version, mt, gauss = state["py_rng"]
-    random.setstate((version, tuple(mt.tolist()), gauss))
     keys, pos, has_gauss, cached = state["np_rng"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():

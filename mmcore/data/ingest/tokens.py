@@ -103,8 +103,6 @@ def build_manifest(processed: ProcessedDir, report: IngestReport, extra: dict[st
         "rejects_by_reason": dict(sorted(reasons.items())),
         "splits": dict(sorted(sum((Counter(s["splits"]) for s in shards), Counter()).items())),
         "texts": {"captions": texts["captions"], "questions": texts["questions"]},  # in accepted records
-        "last_run": {"processed": report.processed, "kept": report.kept, "dropped": report.dropped,
-                     "seconds": round(report.seconds, 3)},
         "shards": shards,
         "tokenizer": processed.tokenizer.name,
         "tokenizer_sha256": file_sha256(processed.tokenizer),

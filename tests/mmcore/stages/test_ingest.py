@@ -32,6 +32,10 @@ def test_a_rerun_with_nothing_changed_keeps_everything(smoke_stages, tmp_path):
     again = ingest.run(cfg, cat, workers=1)
     assert again.tokenizer_kept and (again.processed_now, again.kept) == (0, 60)
     assert again.digest == smoke_stages[2].ingest.digest and file_sha256(cat.processed.tokenizer) == tokenizer
+    # the manifest describes the dataset, not the run that wrote it: a rerun that processed nothing writes
+    # what the run that processed everything wrote (but for the source's location, another folder here)
+    mine, first = (json.loads(c.processed.manifest.read_text()) for c in (cat, smoke_stages[1]))
+    assert mine.pop("source")["uri"] != first.pop("source")["uri"] and mine == first
 
 
 def test_an_edited_record_is_processed_again_and_the_tokenizer_refitted(smoke_stages, tmp_path):

@@ -108,6 +108,8 @@ def test_reject_shards_are_byte_identical_across_identical_runs(tmp_path):
     assert len(names) == 5 and names == sorted(p.name for p in two.path.glob("rejects-*.parquet"))
     assert [(one.path / n).read_bytes() for n in names] == [(two.path / n).read_bytes() for n in names]
     assert not [r["message"] for r in rows(first, "rejects") if " at 0x" in r["message"]]
+    files = lambda d: {p.name: p.read_bytes() for p in sorted(d.path.iterdir()) if p.is_file()}  # noqa: E731
+    assert files(one) == files(two)  # the sample and token shards too
 
 
 def test_a_file_that_cannot_be_read_is_unreadable(tmp_path, monkeypatch):
