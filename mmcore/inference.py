@@ -64,8 +64,11 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise ValueError(f"has a broken header ({_one_line(exc)})") from None
 
 
-def decode_image(data: bytes, size: int, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, size: int, max_pixels: int | None = None, resize: str = "squash") -> np.ndarray:
     """An image file's bytes -> (3, size, size) uint8 RGB, never decoding more than `max_pixels` pixels.
+
+    `resize` is the model's ingest.resize (crop, pad or squash), so a request's image is made square as the
+    training images were (`to_rgb_square`, the one preprocessing).
 
     The pixel count comes from the header, before any decoding; `max_pixels=None` leaves the limit to
     Pillow's decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`), made an error here instead of a warning.
@@ -78,7 +81,7 @@ def decode_image(data: bytes, size: int, max_pixels: int | None = None) -> np.nd
         with warnings.catch_warnings():
             warnings.simplefilter("error" if max_pixels is None else "ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                return np.asarray(to_rgb_square(img, size)).transpose(2, 0, 1)
+                return np.asarray(to_rgb_square(img, size, resize)).transpose(2, 0, 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ValueError(f"is {width} x {height} pixels, above Pillow's decompression-bomb limit "
                          f"{Image.MAX_IMAGE_PIXELS}") from None
@@ -120,7 +123,9 @@ class Predictor:
         arrays = []
         for i, data in enumerate(images):
             try:
-                arrays.append(decode_image(data, self.meta["image_size"], self.max_image_pixels))
+                # bundles from before ingest.resize existed squashed their images
+                arrays.append(decode_image(data, self.meta["image_size"], self.max_image_pixels,
+                                           self.meta.get("resize", "squash")))
             except ValueError as exc:
                 raise ImageError(i, str(exc)) from None
         return torch.from_numpy(np.stack(arrays)).to(self.device)

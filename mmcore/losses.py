@@ -25,3 +25,12 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str,
     loss = F.cross_entropy(logits, target)
     acc = (logits.argmax(dim=-1) == target).float().mean()
     return {"loss": loss, "accuracy": acc.detach()}
+
+
+def soft_score_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Binary cross-entropy of every class against its soft score in [0, 1], summed over the classes and averaged
+    over the rows (the VQA v2 soft-score loss of bottom-up-top-down). logits, target (B, A). `accuracy` is the
+    mean score of the argmax: for VQA targets, the official accuracy of the predicted answers."""
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
+    score = target.gather(1, logits.argmax(dim=-1, keepdim=True)).mean()
+    return {"loss": loss, "accuracy": score.detach()}

@@ -11,6 +11,13 @@ HEADLINE = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r1_ceiling", "t2i_r5",
             "caption_bleu4", "caption_cider_d", "caption_rouge_l", "translation_bleu_en_zh", "translation_chrf_en_zh",
             "translation_bleu_zh_en", "translation_chrf_zh_en", "generation_perplexity_en", "generation_perplexity_zh")
 
+# how the text metrics were computed, said under the table when they are in it
+METRIC_NOTES = {
+    "caption_": "Captions: coco-caption's BLEU-1..4 (0-100), CIDEr-D and ROUGE-L, on its PTB tokens (lower case).",
+    "translation_": "Translation: sacrebleu's BLEU (tokenizer 13a, zh for Chinese) and chrF, case-insensitive: "
+                    "the tokenizer lower-cases what it writes.",
+}
+
 
 def metric_rows(metrics: dict[str, float]) -> list[tuple[str, float, float | None]]:
     """(name, value, baseline) for the headline metrics present."""
@@ -26,6 +33,9 @@ def report_markdown(metrics: dict[str, float], examples: dict[str, list[dict[str
     head = f"@{alias}" + (f" v{champion['version']}" if champion and champion.get("version") else "")
     lines = ["# Evaluation (test split)", "", f"| metric | value | baseline | {head} |", "|---|---|---|---|"]
     lines += [f"| {k} | {v:.4f} | {_fmt(b)} | {_fmt(theirs.get(k))} |" for k, v, b in metric_rows(metrics)]
+    notes = [note for prefix, note in METRIC_NOTES.items() if any(k.startswith(prefix) for k in metrics)]
+    for note in notes:
+        lines += ["", note]
     if model is not None:
         verdict = "promoted" if model["promoted"] else "not promoted"
         lines += ["", "## Promotion", "",

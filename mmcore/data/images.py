@@ -1,4 +1,5 @@
-"""Decoding, checking and resizing one image: any file Pillow reads -> a size x size RGB PNG."""
+"""Decoding, checking and resizing one image: any file Pillow reads -> a size x size RGB PNG (cropped, padded or
+squashed to a square)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 _SWAPPING = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees (transpose, rotate, transverse)
 _PNG = b"\x89PNG\r\n\x1a\n"
+RESIZE_MODES = ("crop", "pad", "squash")
+# The ImageNet mean colour: letterbox bars normalise to zero, the input a convolution sees as "nothing here".
+PAD_FILL = (124, 116, 104)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -35,11 +39,55 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_rgb_square(img: Image.Image, size: int) -> Image.Image:
-    """Orientation applied, first frame, any mode to RGB, resized to size x size: the one preprocessing."""
-    img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale (1/2, 1/4, 1/8) directly, much faster
+def to_rgb_square(img: Image.Image, size: int, resize: str = "squash") -> Image.Image:
+    """Orientation applied, first frame, any mode to RGB, made size x size: the one preprocessing.
+
+    `resize` (IngestConfig.resize) says how a non-square image becomes square: crop, pad or squash.
+    """
+    img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale (1/2, 1/4, 1/8), both sides still >= size
     frame = to_rgb(ImageOps.exif_transpose(img))  # an animated image is at its first frame after open
-    return frame.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if resize == "crop":
+        return _crop(frame, size)
+    if resize == "pad":
+        return _pad(frame, size)
+    if resize != "squash":
+        raise ValueError(f"unknown resize mode {resize!r}; choose one of {list(RESIZE_MODES)}")
+    return _resize(frame, (size, size))
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Bicubic, antialiased (Pillow's filters widen with the reduction), as torchvision resizes a PIL image.
+    `reducing_gap` first shrinks by an integer factor when a side shrinks 6x or more (much faster on large
+    photos; measured within 3 grey levels of the plain resize, half a level on average, on sharp detail);
+    below that it is torchvision's resize exactly."""
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _crop(img: Image.Image, size: int) -> Image.Image:
+    """Shortest side to `size`, then the centre `size` x `size`: torchvision's Resize(size) + CenterCrop(size),
+    with the same rounding (the long side truncated, the offsets rounded)."""
+    width, height = img.size
+    if width <= height:
+        new = (size, int(size * height / width))
+    else:
+        new = (int(size * width / height), size)
+    if new != img.size:
+        img = _resize(img, new)
+    left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+    return img.crop((left, top, left + size, top + size)) if new != (size, size) else img
+
+
+def _pad(img: Image.Image, size: int) -> Image.Image:
+    """Longest side to `size`, centred on a `size` x `size` canvas of PAD_FILL (letterbox)."""
+    width, height = img.size
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = _resize(img, new) if new != img.size else img
+    if new == (size, size):
+        return resized
+    canvas = Image.new("RGB", (size, size), PAD_FILL)
+    canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return canvas
 
 
 def turned(img: Image.Image) -> bool:
@@ -62,7 +110,7 @@ def load_image(data: bytes, cfg: IngestConfig) -> tuple[bytes, int, int] | R.Pro
                     return R.Problem(R.TOO_LARGE, f"{width}x{height} is above the maximum side {cfg.max_side}")
                 if max(width, height) / min(width, height) > cfg.max_aspect:
                     return R.Problem(R.BAD_ASPECT, f"aspect ratio of {width}x{height} exceeds {cfg.max_aspect}")
-                frame = to_rgb_square(img, cfg.image_size)
+                frame = to_rgb_square(img, cfg.image_size, cfg.resize)
                 if turned(img):  # stored upright: its size as stored
                     width, height = height, width
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

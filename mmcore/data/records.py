@@ -8,6 +8,9 @@ Canonical layout of a dataset (the same for bundled and user data):
          "qa": [{"question": "what color is the circle?", "answer": "red", "type": "color"}],
          "meta": {...}}
     <root>/images/...          image files, referenced relative to <root>
+
+A qa item may also hold "answers" (all the human answers, e.g. VQA v2's ten, which the official VQA accuracy
+scores against), "answer_type" and "question_type".
 """
 
 from __future__ import annotations
@@ -47,10 +50,16 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # "<_io.BytesIO object at 0x7f...>
 
 
 class QA(BaseModel):
+    """A question with its answer. VQA v2 also keeps all ten human answers, which the official accuracy scores
+    against, and its answer and question types; single-answer data leaves `answers` empty (or [answer])."""
+
     model_config = ConfigDict(extra="forbid")
     question: str
-    answer: str
-    type: str = "other"
+    answer: str  # the majority (VQA v2: multiple-choice) answer, what a single-answer classifier learns
+    type: str = "other"  # for per-type accuracy (VQA v2: its answer type)
+    answers: list[str] = Field(default_factory=list)  # the human answers, in order
+    answer_type: str | None = None  # VQA v2: yes/no, number or other
+    question_type: str | None = None  # VQA v2: the question's first words, e.g. "what color is the"
 
 
 class Annotation(BaseModel):

@@ -14,6 +14,12 @@ from PIL import Image
 
 from mmcore.io import atomic_path
 
+# A question; `answers` holds the human answers (VQA v2: ten; empty for single-answer data), the types are null
+# where the data has none.
+QA_TYPE = pa.struct([("question", pa.string()), ("answer", pa.string()), ("type", pa.string()),
+                     ("answers", pa.list_(pa.string())), ("answer_type", pa.string()),
+                     ("question_type", pa.string())])
+
 SAMPLES = pa.schema([
     ("sample_id", pa.string()),
     ("record", pa.int64()),  # 1-based position in the source when it was ingested
@@ -26,7 +32,7 @@ SAMPLES = pa.schema([
     ("height", pa.int32()),
     ("image", pa.binary()),  # resized RGB image, PNG-encoded (lossless)
     ("captions", pa.list_(pa.struct([("lang", pa.string()), ("text", pa.string())]))),
-    ("qa", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string()), ("type", pa.string())]))),
+    ("qa", pa.list_(QA_TYPE)),
 ])
 
 TOKENS = pa.schema([
@@ -100,8 +106,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def read_tables(paths: list[str | Path], columns: list[str] | None = None) -> pa.Table:
-    tables = [pq.read_table(p, columns=columns) for p in paths]
+    tables = [_current(pq.read_table(p, columns=columns)) for p in paths]
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def _current(table: pa.Table) -> pa.Table:
+    """A sample shard written before qa items had `answers` and the types reads as if it had them (null), so
+    it concatenates with newer shards (caption-only records keep their digests, and their shards stay)."""
+    i, want = table.schema.get_field_index("qa"), SAMPLES.field("qa").type
+    if i >= 0 and table.schema.field(i).type != want:
+        return table.set_column(i, "qa", table.column(i).cast(want))
+    return table
 
 
 def decode_png(data: bytes) -> np.ndarray:

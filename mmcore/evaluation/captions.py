@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mmcore.features import FeatureSet
-from mmcore.metrics import bleu, cider_d, distinct_n, rouge_l
+from mmcore.metrics import caption_bleu, cider_d, distinct_n, rouge_l
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training.heads import Heads, caption_pairs
 
@@ -31,7 +31,8 @@ def generate_captions(heads: Heads, data: FeatureSet, tokenizer: TextTokenizer, 
 def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokenizer: TextTokenizer,
                       device: torch.device, max_len: int = 32, beam_size: int = 1,
                       length_penalty: float = 1.0) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """BLEU-1..4, CIDEr-D and ROUGE-L of greedy captions, and distinct-2 of the captions generated.
+    """BLEU-1..4, CIDEr-D and ROUGE-L of greedy captions as coco-caption scores them (on its PTB tokens), and
+    distinct-2 of the captions generated.
 
     Baseline: the most frequent training caption, predicted for every image.
     """
@@ -54,8 +55,8 @@ def evaluate_captions(heads: Heads, train: FeatureSet, test: FeatureSet, tokeniz
 
 
 def caption_scores(hyps: list[str], refs: list[list[str]], lang: str) -> dict[str, float]:
-    """bleu1..4, cider_d, rouge_l and distinct2 of captions against their references."""
-    scores = {f"bleu{n}": bleu(hyps, refs, lang, n) for n in (1, 2, 3, 4)}
+    """bleu1..4 (0-100), cider_d, rouge_l and distinct2 of captions against their references."""
+    scores = {f"bleu{n}": b for n, b in enumerate(caption_bleu(hyps, refs, lang, 4), 1)}
     scores.update(cider_d=cider_d(hyps, refs, lang), rouge_l=rouge_l(hyps, refs, lang),
                   distinct2=distinct_n(hyps, 2, lang))
     return scores

@@ -34,7 +34,10 @@ def evaluate_translation(model: Translator, train: FeatureSet, test: FeatureSet,
                          device: torch.device, langs: Sequence[str] = ("en", "zh"), max_len: int = 48,
                          beam_size: int = 1, n_examples: int = 5) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """BLEU and chrF per direction (`translation_bleu_en_zh`, ...), one reference per source caption: its
-    parallel caption. Baseline (`..._baseline`): the most frequent training caption of the target language."""
+    parallel caption. Baseline (`..._baseline`): the most frequent training caption of the target language.
+
+    Both are sacrebleu's, case-insensitive (the tokenizer lower-cases what it decodes), see `mmcore.metrics`.
+    """
     metrics: dict[str, float] = {}
     examples: list[dict[str, Any]] = []
     for k, tgt in enumerate(langs):

@@ -92,6 +92,7 @@ def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
 def build_dual_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,
                        temperature: float = 0.07, tokenizer: TextTokenizer | None = None) -> DualEncoder:
     # Image first, then text: the order fixes how the seeded initialisation is drawn (results depend on it).
-    image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.pretrained, cfg.small_input, cfg.multiscale)
+    image = build_image_encoder(cfg.image_arch, cfg.grid, cfg.image_weights, cfg.small_input, cfg.multiscale,
+                                cfg.weights_sha256)
     text = build_text_encoder(cfg, vocab_size, pad_id, tokenizer)
     return DualEncoder(image, text, cfg.embed_dim, temperature, cfg.embed_from)

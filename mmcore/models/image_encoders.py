@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mmcore.models.weights import load_weights
 
 # ImageNet statistics: the usual normalisation, and the one pretrained torchvision weights expect.
 _MEAN = (0.485, 0.456, 0.406)
@@ -44,6 +45,8 @@ class ImageEncoder(nn.Module):
             self.train(was_training)
 
     def forward(self, images: torch.Tensor) -> ImageFeatures:
+        # The one input normalisation, for pretraining, extraction and serving alike, with or without
+        # pretrained weights: ImageNet mean/std, what torchvision's weights were trained on.
         x = images.float().div(255.0)  # (B, 3, H, W) uint8 -> [0, 1]
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)  # faster convs on CPU
         if not self.multiscale:
@@ -69,19 +72,14 @@ def _small_cnn() -> tuple[nn.Module, int]:
     return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), block(128, 256)), 256
 
 
-def _load_torchvision(name: str, pretrained: bool) -> nn.Module:
-    weights = "DEFAULT" if pretrained else None
-    try:
-        import torchvision  # here, not at module level: importing it costs ~1.6 s (it loads torch._dynamo)
+def _load_torchvision(name: str, weights: str | None, weights_sha256: str | None) -> nn.Module:
+    """A torchvision model, randomly initialised or with pretrained `weights` from a local file (never downloaded)."""
+    import torchvision  # here, not at module level: importing it costs ~1.6 s (it loads torch._dynamo)
 
-        return torchvision.models.get_model(name, weights=weights)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:  # offline, or a bad file
-        if not pretrained:
-            raise
-        raise RuntimeError(
-            f"could not load pretrained torchvision weights for {name!r} ({exc}). Put them in the torch "
-            "hub cache ($TORCH_HOME/hub/checkpoints) or set encoder.pretrained: false"
-        ) from exc
+    model = torchvision.models.get_model(name, weights=None)
+    if weights is not None:
+        load_weights(model, name, weights, weights_sha256)
+    return model
 
 
 def _halve_stem_stride(model: nn.Module) -> None:
@@ -91,9 +89,11 @@ def _halve_stem_stride(model: nn.Module) -> None:
     first.stride = (1, 1)
 
 
-def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool = False,
-                        small_input: bool = True, multiscale: bool = False) -> ImageEncoder:
-    """Builds an encoder by architecture name; `pretrained` loads torchvision's ImageNet weights.
+def build_image_encoder(name: str = "resnet18", grid: int = 2, weights: str | None = None,
+                        small_input: bool = True, multiscale: bool = False,
+                        weights_sha256: str | None = None) -> ImageEncoder:
+    """Builds an encoder by architecture name; `weights` loads pretrained weights from a local file
+    (mmcore/models/weights.py: a torchvision weights name read from the torch hub cache, or a path).
 
     `small_input` adapts a torchvision architecture to small (32-96 px) images by making its first
     convolution stride 1 (4x the compute of the ImageNet stem at the same size).
@@ -101,11 +101,12 @@ def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool 
     if name not in ARCHS:
         raise ValueError(f"unknown image architecture {name!r}; choose one of {list(ARCHS)}")
     if name == "smallcnn":
-        if pretrained:
-            raise ValueError("smallcnn has no pretrained weights; set encoder.pretrained: false")
+        if weights is not None:
+            raise ValueError("smallcnn has no pretrained weights; set encoder.weights: null and encoder.pretrained: "
+                             "false")
         body, channels = _small_cnn()
         return ImageEncoder(body, channels, grid, multiscale)
-    model = _load_torchvision(name, pretrained)
+    model = _load_torchvision(name, weights, weights_sha256)
     if small_input:
         _halve_stem_stride(model)
     if hasattr(model, "features"):  # mobilenet / efficientnet: `.features` is the convolutional body
@@ -113,7 +114,7 @@ def build_image_encoder(name: str = "resnet18", grid: int = 2, pretrained: bool 
     else:  # resnet / regnet / shufflenet: everything before global pooling and the classifier
         body = nn.Sequential(*(child for key, child in model.named_children() if key not in {"avgpool", "fc"}))
     channels = [m for m in body.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-    if not pretrained:
+    if weights is None:
         # Some torchvision models (MobileNetV3, EfficientNet) use BatchNorm momentum 0.01, tuned for
         # ImageNet-length runs; on a few hundred steps from scratch their running statistics lag so
         # far behind that eval-mode features collapse. 0.1 is PyTorch's default.

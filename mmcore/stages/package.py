@@ -49,7 +49,8 @@ def run(cfg: PipelineConfig, cat: Catalog, out: Path, metrics: dict[str, float])
     """Write the bundle of the model `cat` names into `out`, with its test metrics."""
     raw = cat.raw_uri if is_uri(cat.raw_uri) else str(Path(cat.raw_uri).resolve())
     meta: dict[str, Any] = {
-        "dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "max_text_len": cfg.encoder.max_text_len,
+        "dataset": cfg.dataset, "image_size": cfg.ingest.image_size, "resize": cfg.ingest.resize,
+        "max_text_len": cfg.encoder.max_text_len,
         "max_caption_len": cfg.heads.max_caption_len, "raw_root": raw,  # where search results' image paths start
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "serving": serving_limits(cfg).as_meta()}  # mmcore/serving.py enforces them on every request

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ import torch
 from mmcore import integrity
 from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
+from mmcore.data.augment import augment_batch, flippable
 from mmcore.data.dataset import SampleSet
 from mmcore.io import save_torch
 from mmcore.losses import contrastive_loss
@@ -40,14 +42,24 @@ def _with_captions(data: SampleSet) -> SampleSet:
                      pick(data.caption_ids), pick(data.qa), pick(data.question_ids))
 
 
+class Augment(NamedTuple):
+    """What `pretrain.augment` needs per sample set: the crop scale, and which samples may be mirrored."""
+
+    scale: tuple[float, float]
+    may_flip: torch.Tensor  # (N,) bool, see augment.flippable
+
+
 def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int, device: torch.device,
-                  groups: list[list[int]] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  groups: list[list[int]] | None = None, augment: Augment | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Each image once per epoch, paired with one of its captions drawn at random.
 
     With `groups` (hard negatives, see `neighbour_groups`) the epoch is those groups in their order, so
     the images of a group share a batch; otherwise a seeded shuffle. Under torchrun each rank takes its
     share of the epoch (`distributed.shard`, of whole groups) in batches of batch_size / world, so a step
     still sees batch_size pairs in all; the contrastive negatives of a pair are those on its own rank.
+    `augment` crops and flips the images (mmcore/data/augment.py) with draws of their own generator, so
+    the caption picks are the same with it or without.
     """
     if groups is None:
         order = distributed.shard(epoch_order(len(data), seed, epoch))
@@ -56,12 +68,16 @@ def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int, devic
         order = torch.tensor([i for g in mine.tolist() for i in groups[g]], dtype=torch.long)
     batch_size = max(2, batch_size // distributed.world())
     gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank())
+    aug_gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank() + 2**40)
     for start in range(0, len(order) - 1, batch_size):
         idx = order[start : start + batch_size].tolist()
         if len(idx) < 2:  # a one-pair batch has no negatives
             continue
         picks = [data.caption_ids[i][int(torch.randint(len(data.caption_ids[i]), (1,), generator=gen))] for i in idx]
-        yield torch.from_numpy(data.images[idx]).to(device), pad_batch(picks).to(device)
+        images = torch.from_numpy(data.images[idx]).to(device)  # (B, 3, S, S) uint8
+        if augment is not None:
+            images = augment_batch(images, augment.may_flip[idx], augment.scale, aug_gen)
+        yield images, pad_batch(picks).to(device)
 
 
 @torch.no_grad()
@@ -145,9 +161,11 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
     per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())
     steps = max(1, -(-per_rank // size))
     fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
+    augment = Augment(cfg.crop_scale, flippable(train.captions)) if cfg.augment else None
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         groups = _hard_negative_groups(model, train, cfg, epoch, device)
-        return _pair_batches(train, cfg.batch_size, cfg.seed, epoch, device, groups)
+        return _pair_batches(train, cfg.batch_size, cfg.seed, epoch, device, groups, augment)
 
     result = fit(model, fit_cfg, batches, step,
                  validate, checkpoint=out.checkpoint, on_epoch=on_epoch, resume_key=resume_key,
@@ -172,7 +190,8 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu", stage: st
     load is a one-line `CorruptOutput` naming it and `stage`, the stage that writes it again.
     """
     state = integrity.load_torch(path, stage)
-    cfg = EncoderConfig.model_validate({**state["config"], "pretrained": False})  # weights come from the file
+    no_weights = {"pretrained": False, "weights": None, "weights_sha256": None}  # they come from the file
+    cfg = EncoderConfig.model_validate({**state["config"], **no_weights})
     model = build_dual_encoder(cfg, state["vocab_size"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()

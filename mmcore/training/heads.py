@@ -16,7 +16,7 @@ from mmcore import integrity
 from mmcore.config import HeadsConfig
 from mmcore.features import FeatureSet
 from mmcore.io import save_torch
-from mmcore.losses import classification_loss, sequence_loss
+from mmcore.losses import classification_loss, sequence_loss, soft_score_loss
 from mmcore.models.builders import (
     HeadDims,
     build_blind_vqa,
@@ -29,8 +29,12 @@ from mmcore.models.heads import BLIND_INPUTS, BlindVQA, CaptionDecoder, VQAHead
 from mmcore.models.text_heads import TextGenerator, Translator
 from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
 from mmcore.training.text_heads import head_dims, parallel_pairs, train_generator, train_translator
+from mmcore.vqa_eval import AnswerScorer, human_answers
 
 VQABuilder = Callable[[HeadDims, int], nn.Module]  # (dims, number of answers) -> a VQA model
+# A human answer that is no question's own answer becomes a class when given this often in the training split:
+# bottom-up-top-down's threshold (VQA v2 has ~200k distinct human answers, most given once).
+MIN_HUMAN_ANSWERS = 9
 
 
 @dataclass
@@ -62,6 +66,42 @@ def _vqa_batch(data: FeatureSet, idx: list[int], questions: list[list[int]],
     return (*_image_batch(data, idx, device), pad_batch(questions).to(device))
 
 
+def answer_vocabulary(qa: list[list[dict]], min_count: int = MIN_HUMAN_ANSWERS) -> list[str]:
+    """The answer classes, most frequent first (ties: first seen). A question with several human answers (VQA
+    v2: ten) counts each of them, any other its one answer. Every question's own answer (VQA v2: the majority
+    answer) is a class, any other human answer one given at least `min_count` times; for single-answer data
+    that is every answer, by frequency (as before answers were kept)."""
+    counts: Counter[str] = Counter()
+    own: dict[str, None] = {}
+    for row in qa:
+        for q in row:
+            humans = q.get("answers") or []
+            counts.update(humans if len(humans) > 1 else [q["answer"]])
+            own[q["answer"]] = None
+    counts.update(dict.fromkeys(own, 0))  # an own answer no human gave (data that says so) is still a class
+    return [a for a, c in counts.most_common() if c >= min_count or a in own]
+
+
+def soft_targets(data: FeatureSet, answers: list[str]) -> list[dict[int, float]] | None:
+    """Per question (in `qa_pairs` order): answer class -> the official VQA accuracy of answering it, the soft
+    score a classifier trains on where questions have several human answers; for ten answers, a class given by
+    k humans scores min(1, 0.3 k) (not min(1, k / 3): that would overrate answers of 1-3 humans against the
+    metric). None when every question has one answer: those train with cross-entropy on it."""
+    if not any(len(qa.get("answers") or []) > 1 for row in data.qa for qa in row):
+        return None
+    scorer = AnswerScorer(answers)
+    return [scorer.scores(human_answers(qa)) for row in data.qa for qa in row]
+
+
+def _dense(targets: list[dict[int, float]], n_answers: int) -> torch.Tensor:
+    """Sparse soft targets -> (B, A) float."""
+    out = torch.zeros(len(targets), n_answers)
+    rows = [r for r, t in enumerate(targets) for _ in t]
+    if rows:
+        out[rows, [c for t in targets for c in t]] = torch.tensor([v for t in targets for v in t.values()])
+    return out
+
+
 def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, list[int], int]]:
     """(sample, question ids, answer class) for every question; unknown answers get class -1."""
     return [(i, ids, answer_index.get(qa["answer"], -1))
@@ -71,35 +111,47 @@ def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, 
 
 def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: int, device: torch.device,
               on_epoch: EpochCallback | None = None, build: VQABuilder = build_vqa) -> tuple[nn.Module, list[str]]:
-    """Answer classifier over the training answers (most frequent first).
+    """Answer classifier over the training answers (`answer_vocabulary`). Where training questions have several
+    human answers (VQA v2), every question trains on its soft scores with binary cross-entropy (`soft_targets`;
+    one answer scores 1); where each has one, on that answer with cross-entropy. `val_vqa_acc` is the official
+    VQA accuracy (exact match for one answer).
 
     `build` makes the model from the dims and the number of answers: `build_vqa` by default, a blind
     baseline with `partial(build_blind_vqa, sees=...)`.
     """
     seed_everything(cfg.seed)
-    answers = [a for a, _ in Counter(qa["answer"] for qas in train.qa for qa in qas).most_common()]
+    answers = answer_vocabulary(train.qa)
     if not answers:
         raise ValueError("no questions in the train split: cannot train the VQA head")
     index = {a: i for i, a in enumerate(answers)}
     pairs, val_pairs = qa_pairs(train, index), qa_pairs(val, index)
+    targets = soft_targets(train, answers)
+    val_targets = soft_targets(val, answers) if targets is not None else None
     model = build(head_dims(train, vocab_size, cfg), len(answers)).to(device)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = epoch_order(len(pairs), cfg.seed, epoch).tolist()
         for s in range(0, len(order), cfg.batch_size):
-            chunk = [pairs[j] for j in order[s : s + cfg.batch_size]]
+            rows = order[s : s + cfg.batch_size]
+            chunk = [pairs[j] for j in rows]
             x = _vqa_batch(train, [p[0] for p in chunk], [p[1] for p in chunk], device)
-            yield (*x, torch.tensor([p[2] for p in chunk], device=device))
+            if targets is None:  # (B,) answer classes
+                yield (*x, torch.tensor([p[2] for p in chunk], device=device))
+            else:  # (B, A) soft scores
+                yield (*x, _dense([targets[j] for j in rows], len(answers)).to(device))
 
     def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         *x, y = batch
-        return classification_loss(model(*x), y)
+        return classification_loss(model(*x), y) if targets is None else soft_score_loss(model(*x), y)
 
     def validate() -> dict[str, float]:
         if not val_pairs:
             return {}
         pred = predict_answers(model, val, [p[0] for p in val_pairs], [p[1] for p in val_pairs], device)
-        return {"val_vqa_acc": float((pred == torch.tensor([p[2] for p in val_pairs])).float().mean())}
+        if val_targets is None:
+            return {"val_vqa_acc": float((pred == torch.tensor([p[2] for p in val_pairs])).float().mean())}
+        scores = [t.get(c, 0.0) for t, c in zip(val_targets, pred.tolist(), strict=True)]
+        return {"val_vqa_acc": sum(scores) / len(scores)}
 
     steps = (len(pairs) + cfg.batch_size - 1) // cfg.batch_size
     fit(model, stage_fit_config(cfg, steps, "val_vqa_acc", "max", bool(val_pairs)), batches, step, validate,

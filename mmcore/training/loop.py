@@ -230,9 +230,12 @@ def train_one_epoch(
             with autocast:
                 terms = forward(batch)
             (terms["loss"] / cfg.accumulate).backward()
+        values = {key: float(value.detach()) for key, value in terms.items()}  # one device sync per batch
+        if not math.isfinite(values["loss"]):  # before the step: NaN weights would hide where it began
+            raise FloatingPointError(f"training loss is {values['loss']} at epoch {epoch}, step {count} of the epoch "
+                                     f"(0-based); lower the learning rate, train in fp32 or check that batch")
         if closes_group:
             _optimizer_step(params, optimizer, scheduler, cfg, cfg.accumulate, ddp)
-        values = {key: float(value.detach()) for key, value in terms.items()}
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1

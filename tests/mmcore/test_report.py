@@ -46,3 +46,9 @@ def test_report_without_champion_or_gate_shows_examples():
 def test_report_uses_the_configured_alias():
     md = report_markdown({"vqa_acc": 0.75}, {}, {"version": "7", "metrics": {"vqa_acc": 0.7}}, alias="best")
     assert "| metric | value | baseline | @best v7 |" in md and "| vqa_acc | 0.7500 |  | 0.7000 |" in md
+
+
+def test_report_says_how_the_text_metrics_were_computed_when_they_are_shown():
+    md = report_markdown({"caption_bleu4": 30.0, "translation_bleu_en_zh": 40.0}, {})
+    assert "coco-caption's BLEU-1..4" in md and "case-insensitive" in md
+    assert "coco-caption" not in report_markdown({"t2i_r1": 0.5}, {})

@@ -8,6 +8,7 @@
 |------------|---------------|
 | jsonl      | annotations.jsonl + images (the canonical layout, data/README.md) |
 | easy-vqa   | train/ and test/ folders of questions.json ([question, answer, image_id]) + images/<id>.png |
+| karpathy   | Karpathy splits JSON (dataset_coco.json): images with filepath/filename, split and sentences |
 | vqa        | VQA v2 questions JSON + annotations JSON, images found by the image id in their file names |
 | coco       | COCO captions JSON (images + annotations with image_id/caption) |
 | webdataset | .tar shards of key.jpg + key.txt / key.json |
@@ -29,6 +30,8 @@ from mmcore.data.storage import Storage, is_uri
 READERS: dict[str, str] = {
     "jsonl": "mmcore.data.sources.canonical:CanonicalSource",
     "easy-vqa": "mmcore.data.sources.vqa:EasyVQASource",
+    # before vqa and coco: a Karpathy file beside COCO's own files is there to pick the splits
+    "karpathy": "mmcore.data.sources.karpathy:KarpathySource",
     "vqa": "mmcore.data.sources.vqa:VQASource",
     "coco": "mmcore.data.sources.coco:CocoSource",
     "webdataset": "mmcore.data.sources.webdataset:WebDatasetSource",

@@ -15,9 +15,9 @@ from mmcore.data.storage import OutsideRoot, Storage
 
 _TRAILING_INT = re.compile(r"(\d+)$")
 _NAME_WORDS = {"question", "questions", "annotation", "annotations"}
-# (question id, question, answer, answer type); answer None: the question has no annotation
-Question = tuple[Any, str, str | None, str]
-Answer = tuple[int, Any, str, str]  # (index in 'annotations', image id, answer, answer type)
+# (question id, question, its R.QA fields but the question); fields None: the question has no annotation
+Question = tuple[Any, str, dict[str, Any] | None]
+Answer = tuple[int, Any, dict[str, Any]]  # (index in 'annotations', image id, R.QA fields but the question)
 Bad = tuple[int, str, R.Problem]  # a bad entry of a JSON file: its index, position ("questions[3]") and problem
 # a questions file read: image id -> questions, image id -> a disagreement with the answers, bad entries, ids asked
 Group = tuple[dict[int, list[Question]], dict[int, str], list[Bad], set[Any]]
@@ -88,8 +88,8 @@ class VQASource(Source):
         self._index: dict[int, list[str]] | None = None
 
     def _load_annotations(self, rel: str) -> tuple[dict[Any, Answer], list[Bad]]:
-        """question id -> (annotation index, image id, answer, answer type), and the bad entries: malformed, or
-        repeating a question id (the first one counts)."""
+        """question id -> (annotation index, image id, answer fields), and the bad entries: malformed, or repeating
+        a question id (the first one counts). The fields keep every human answer, in order, and the types."""
         where, doc = self.storage.describe(rel), load_json(self.storage, rel)
         if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
             raise SourceError(f"{where}: expected a JSON object with an 'annotations' list of "
@@ -103,7 +103,7 @@ class VQASource(Source):
             ok = ok and isinstance(answers, list) and all(isinstance(x, dict) and isinstance(x.get("answer"), str)
                                                           for x in answers)
             ok = ok and (isinstance(mca, str) or (mca is None and bool(answers)))
-            ok = ok and isinstance(ann.get("answer_type") or "", str)
+            ok = ok and all(isinstance(ann.get(k) or "", str) for k in ("answer_type", "question_type"))
             if not ok:
                 bad.append((i, f"annotations[{i}]", R.Problem(R.MALFORMED, (
                     f"{rel} annotations[{i}] must be an object with 'question_id', an integer 'image_id' and "
@@ -117,7 +117,9 @@ class VQASource(Source):
                 if mca is None:  # the most common answer; ties go to the alphabetically first
                     counts = Counter(x["answer"] for x in answers)
                     mca = min(counts, key=lambda a: (-counts[a], a))
-                out[ann["question_id"]] = (i, ann["image_id"], mca, ann.get("answer_type") or "other")
+                out[ann["question_id"]] = (i, ann["image_id"], {
+                    "answer": mca, "type": ann.get("answer_type") or "other", "answers": [x["answer"] for x in answers],
+                    "answer_type": ann.get("answer_type") or None, "question_type": ann.get("question_type") or None})
         return out, bad
 
     def _load_questions(self, rel: str, ann_rel: str, answers: dict[Any, Answer]) -> Group:
@@ -144,18 +146,18 @@ class VQASource(Source):
                     f"{rel} questions[{i}] repeats question_id {qid!r} of questions[{seen[qid]}], which counts"))))
                 continue
             seen[qid] = i
-            index, ann_image, answer, kind = answers.get(qid, (None, image_id, None, "other"))
+            index, ann_image, fields = answers.get(qid, (None, image_id, None))
             if ann_image != image_id:  # the record of the image asked about is rejected
                 conflicts.setdefault(image_id, f"{ann_rel} annotations[{index}] for question_id {qid!r} has "
                                                f"image_id {ann_image}, but {rel} questions[{i}] has {image_id}")
-            images.setdefault(image_id, []).append((qid, q["question"], answer, kind))
+            images.setdefault(image_id, []).append((qid, q["question"], fields))
         return images, conflicts, bad, set(seen)
 
     def _orphans(self, ann_rel: str, answers: dict[Any, Answer]) -> list[Bad]:
         """The annotations of `ann_rel` that answer no question of its questions files. None answering any is no
         set of orphans but a wrong pairing: an error."""
         asked = set().union(*(g[3] for (_, a), g in zip(self.pairs, self._groups, strict=True) if a == ann_rel))
-        orphans = [(i, qid, image_id) for qid, (i, image_id, _, _) in answers.items() if qid not in asked]
+        orphans = [(i, qid, image_id) for qid, (i, image_id, _) in answers.items() if qid not in asked]
         if orphans and len(orphans) == len(answers) and asked:
             questions = ", ".join(q for q, a in self.pairs if a == ann_rel)
             raise SourceError(f"{self.storage.describe(ann_rel)} answers none of the questions in {questions}: the "
@@ -209,7 +211,7 @@ class VQASource(Source):
                 conflict: str | None) -> R.SourceRecord:
         stem, (split, subset) = PurePosixPath(rel).stem, split_of(rel)
         key, where = f"{stem}/{image_id}", f"{rel} image {image_id}"
-        unanswered = [qid for qid, _, answer, _ in questions if answer is None]
+        unanswered = [qid for qid, _, fields in questions if fields is None]
         image = self._find(image_id, subset)
         problem = None
         if conflict:
@@ -223,7 +225,7 @@ class VQASource(Source):
                                                 f"COCO_train2014_{image_id:012d}.jpg)")
         if problem is not None:
             return R.SourceRecord(number, key, where, None, split=split, problem=problem)
-        qa = [R.QA(question=q, answer=a, type=t) for _, q, a, t in questions]
+        qa = [R.QA(question=q, **fields) for _, q, fields in questions]
         return R.SourceRecord(number, key, where, R.Annotation(image=image, qa=qa), split=split)
 
 

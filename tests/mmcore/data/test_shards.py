@@ -40,3 +40,16 @@ def test_wrong_columns_are_clear_errors():
         vectors_to_numpy(pa.array(["a", "b"]))
     with pytest.raises(ValueError, match="shape"):
         vectors(np.zeros(3, np.float32))
+
+
+def test_sample_shards_from_before_qa_had_answers_read_with_newer_ones(tmp_path):
+    from mmcore.data.shards import SAMPLES, read_tables
+
+    old_qa = pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string()), ("type", pa.string())]))
+    qa = {"question": "what?", "answer": "red", "type": "color"}
+    write_table(tmp_path / "old.parquet", pa.table({"sample_id": ["a", "b"], "qa": pa.array([[qa], []], old_qa)}))
+    new = {**qa, "answers": ["red", "pink"], "answer_type": "other", "question_type": "what"}
+    new_qa = SAMPLES.field("qa").type
+    write_table(tmp_path / "new.parquet", pa.table({"sample_id": ["c"], "qa": pa.array([[new]], new_qa)}))
+    both = read_tables([tmp_path / "old.parquet", tmp_path / "new.parquet"], ["sample_id", "qa"])
+    assert both["qa"].to_pylist() == [[{**qa, "answers": None, "answer_type": None, "question_type": None}], [], [new]]

@@ -101,9 +101,9 @@ def test_hard_negative_batches_hold_whole_groups(tmp_path, monkeypatch):
     seen: list[list[list[int]] | None] = []
     real = contrastive._pair_batches
 
-    def spy(data, batch_size, seed, epoch, device, groups=None):
+    def spy(data, batch_size, seed, epoch, device, groups=None, augment=None):
         seen.append(groups)
-        return real(data, batch_size, seed, epoch, device, groups)
+        return real(data, batch_size, seed, epoch, device, groups, augment)
 
     monkeypatch.setattr(contrastive, "_pair_batches", spy)
     cfg = CFG.model_copy(update={"epochs": 3, "hard_negatives": 2, "hard_from_epoch": 1})
@@ -128,3 +128,58 @@ def test_a_corrupt_encoder_is_one_line_naming_it_and_the_stage_to_run_again(tiny
                               "directory): run the pretrain stage again (--refresh pretrain)")
     with pytest.raises(CorruptOutput, match=r"\)$"):  # a bundle's file: no stage to name
         load_encoder(path, stage=None)
+
+
+# pretrain.augment: random resized crops and caption-aware flips
+
+SIDES = ("a circle on the left", "a square at the top right", "一个圆形在左侧")
+
+
+def _sided_samples(n: int) -> SampleSet:
+    """Samples whose captions (text and token ids) name a side for every third sample."""
+    data = _samples(n)
+    captions = [[{"lang": "en", "text": SIDES[i // 3 % 3] if i % 3 == 0 else f"shape number {i}"}] for i in range(n)]
+    return SampleSet(data.sample_ids, data.splits, data.images, captions, data.caption_ids, data.qa, data.question_ids)
+
+
+def test_augmented_batches_never_mirror_an_image_whose_caption_names_a_side():
+    from mmcore.data.augment import flippable
+    from mmcore.training.contrastive import Augment, _pair_batches
+
+    data = _sided_samples(24)
+    augment = Augment((1.0, 1.0), flippable(data.captions))  # full crops: an image is itself or its mirror
+    mirrored_ok = 0
+    for epoch in range(4):
+        plain = list(_pair_batches(data, 8, 0, epoch, CPU))
+        for (images, texts), (originals, plain_texts) in zip(_pair_batches(data, 8, 0, epoch, CPU, augment=augment),
+                                                             plain, strict=True):
+            assert torch.equal(texts, plain_texts)  # the same caption picks with augmentation or without
+            for image, original in zip(images, originals, strict=True):
+                i = next(j for j in range(len(data)) if torch.equal(torch.from_numpy(data.images[j]), original))
+                if not torch.equal(image, original):
+                    assert torch.equal(image, original.flip(-1)) and i % 3, f"sample {i} ({data.captions[i]}) mirrored"
+                    mirrored_ok += 1
+    assert mirrored_ok > 10  # the others are flipped, about half the time
+
+
+def test_augmented_pretraining_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from mmcore.training import contrastive
+
+    calls = []
+    real = contrastive.augment_batch
+    monkeypatch.setattr(contrastive, "augment_batch", lambda *a: calls.append(len(a[0])) or real(*a))
+    cfg = CFG.model_copy(update={"augment": True, "crop_scale": (0.5, 1.0)})
+    args = (_sided_samples(12), _sided_samples(4), ENC, cfg, 20)
+    full, _ = pretrain(*args, PretrainDir(tmp_path / "full"), CPU, resume_key="a")
+    assert calls == [4] * 6  # every training batch of both epochs is augmented
+
+    def stop(epoch, metrics):
+        if epoch == 0:
+            raise KeyboardInterrupt  # a kill right after the first epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(*args, PretrainDir(tmp_path / "cut"), CPU, resume_key="a", on_epoch=stop)
+    resumed, result = pretrain(*args, PretrainDir(tmp_path / "cut"), CPU, resume_key="a")
+    assert result.resumed_from == 1
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values(),
+                                                 strict=True))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -20,7 +21,15 @@ from mmcore.models.builders import (
     build_vqa,
 )
 from mmcore.models.heads import BlindVQA
-from mmcore.training.heads import Heads, load_heads, save_heads, train_heads
+from mmcore.training.heads import (
+    Heads,
+    _dense,
+    answer_vocabulary,
+    load_heads,
+    save_heads,
+    soft_targets,
+    train_heads,
+)
 from mmcore.training.loop import pad_batch
 from tests.mmcore.stages.corruptkit import truncate
 
@@ -76,6 +85,61 @@ def test_blind_baselines_take_their_own_epochs():
     cfg = CFG.model_copy(update={"epochs": 2, "vqa_baseline_epochs": 1})
     train_heads(_features(20, 0), _features(10, 1), cfg, vocab_size=10, device=torch.device("cpu"), on_epoch=counter)
     assert seen == {"vqa": 2, "vqa_question_only": 1, "vqa_image_only": 1}
+
+
+def _ten_answers(data: FeatureSet) -> FeatureSet:
+    """`data` as VQA v2 would give it: ten humans per question, who do not all agree."""
+    for row in data.qa:
+        colour, other = (row[0]["answer"], "orange") if row[0]["answer"] == "red" else (row[0]["answer"], "navy")
+        row[0].update(answers=[colour] * 6 + [other] * 3 + ["a " + colour], answer_type="other",
+                      question_type="what colour is")
+        row[1].update(answers=["yes"] * 9 + ["no"], answer_type="yes/no", question_type="is it")
+    return data
+
+
+def test_the_answer_vocabulary_counts_every_human_answer():
+    single = _features(30, 0).qa
+    assert answer_vocabulary(single) == [a for a, _ in Counter(q["answer"] for r in single for q in r).most_common()]
+    qa = [[{"answer": "red", "answers": ["red"] * 6 + ["orange"] * 3 + ["a red"]},
+           {"answer": "yes", "answers": ["yes"] * 9 + ["no"]}] for _ in range(3)]
+    # own answers always; other human answers given 9 times or more: "orange" (9), not "no" (3) or "a red" (3)
+    assert answer_vocabulary(qa) == ["yes", "red", "orange"]
+    assert answer_vocabulary(qa, min_count=1) == ["yes", "red", "orange", "a red", "no"]
+
+
+def test_soft_targets_are_the_official_accuracy_of_each_answer():
+    single = _features(4, 0)
+    assert soft_targets(single, ["yes", "red", "blue"]) is None  # one answer per question: cross-entropy
+    data = _ten_answers(_features(4, 0))
+    answers = ["yes", "red", "blue", "orange", "navy", "no"]
+    targets = soft_targets(data, answers)
+    colour = data.qa[0][0]["answer"]
+    # 7 humans say the colour once "a red" is normalised, 3 the other: min(1, 0.3 k)
+    assert targets[0] == pytest.approx({answers.index(colour): 1.0,
+                                        answers.index("orange" if colour == "red" else "navy"): 0.9})
+    assert targets[1] == pytest.approx({0: 1.0, 5: 0.3})
+    assert len(targets) == 8
+    dense = _dense(targets[:2], len(answers))
+    assert dense.shape == (2, 6) and dense[1].tolist() == pytest.approx([1.0, 0, 0, 0, 0, 0.3])
+
+
+def test_vqa_head_trains_on_soft_scores_where_questions_have_ten_answers(monkeypatch):
+    import mmcore.training.heads as heads_module
+
+    used = []
+    monkeypatch.setattr(heads_module, "classification_loss", lambda *a: used.append("ce"))
+    train, val, test = _ten_answers(_features(160, 0)), _ten_answers(_features(40, 1)), _ten_answers(_features(80, 2))
+    epochs: list[dict] = []
+    model, answers = heads_module.train_vqa(train, val, CFG, 10, torch.device("cpu"),
+                                            lambda epoch, m: epochs.append(m))
+    assert used == [] and answers[:3] == ["yes", "blue", "red"] and set(answers) >= {"orange", "navy"}
+    assert epochs[-1]["val_vqa_acc"] >= 0.95  # the official accuracy of the val answers
+    metrics = evaluate_vqa(Heads(model, answers, None, "en", HeadDims(10, 4, 6, 4, 32, 16)), train, test,
+                           torch.device("cpu"))
+    assert metrics["vqa_acc"] >= 0.95
+    assert {k for k in metrics if k.startswith(("vqa_acc_at_", "vqa_acc_qt_"))} == {
+        "vqa_acc_at_other", "vqa_acc_at_yes_no", "vqa_acc_qt_what_colour_is", "vqa_acc_qt_is_it"}
+    assert metrics["vqa_acc_baseline"] == pytest.approx(0.5)  # "yes": 1 on the yes/no half, 0 on the colours
 
 
 def test_vqa_training_repeats_bit_for_bit_with_repeated_questions():

@@ -58,7 +58,8 @@ def test_a_good_record_becomes_an_accepted_row(tmp_path: Path):
     data = _png((200, 10, 30))
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(data)
-    rec = _record(qa=[R.QA(question=" what colour? ", answer=" Red ", type="color")], split="val")
+    rec = _record(qa=[R.QA(question=" what colour? ", answer=" Red ", type="color", answers=[" Red ", "red", "Pink"],
+                           question_type="what colour")], split="val")
     row = process_record(str(tmp_path), CFG, rec, "r3")
     sha = hashlib.sha256(data).hexdigest()
     image = row.pop("image")
@@ -66,7 +67,8 @@ def test_a_good_record_becomes_an_accepted_row(tmp_path: Path):
         "sample_id": "r3", "record": 3, "record_key": "r3", "record_digest": rec.digest(),
         "where": "annotations.jsonl line 3", "image_path": "images/a.png", "image_sha256": sha, "split": "val",
         "width": 24, "height": 12, "captions": [{"lang": "en", "text": "a red box"}],
-        "qa": [{"question": "what colour?", "answer": "red", "type": "color"}],
+        "qa": [{"question": "what colour?", "answer": "red", "type": "color", "answers": ["red", "red", "pink"],
+                "answer_type": None, "question_type": "what colour"}],
     }
     assert decode_png(image).shape == (3, 16, 16)
 

@@ -13,6 +13,7 @@ from mmcore.data.sources import SourceError, open_source
 from mmcore.data.sources.vqa import EasyVQASource, VQASource, easy_qa_type
 from mmcore.data.storage import Storage
 from tests.mmcore.data.sources.sourcekit import CFG, read_rows, solid_png, write_json
+from tests.reference import vqa_fixture
 
 
 def _q(qid: int, image_id: int, text: str) -> dict:
@@ -72,10 +73,46 @@ def test_vqa_ingest(vqa, tmp_path):
     assert sorted(r["reason"] for r in read_rows(out, "rejects")) == ["malformed", "missing_file"]
     samples = {s["sample_id"].rsplit("/", 1)[1]: s for s in read_rows(out, "samples")}
     assert sorted(samples) == ["25", "5", "9"]
-    assert samples["9"]["qa"] == [{"question": "What color is the cat?", "answer": "black", "type": "other"},
-                                  {"question": "Is it a cat?", "answer": "yes", "type": "other"}]
+    assert samples["9"]["qa"] == [{"question": "What color is the cat?", "answer": "black", "type": "other",
+                                   "answers": ["black", "black", "gray"], "answer_type": "other",
+                                   "question_type": None},
+                                  {"question": "Is it a cat?", "answer": "yes", "type": "other",
+                                   "answers": ["yes", "no", "yes"], "answer_type": None, "question_type": None}]
     assert samples["5"]["split"] == "val" and samples["5"]["qa"][0]["type"] == "yes/no"
     assert samples["9"]["image_path"] == "train2014/COCO_train2014_000000000009.jpg"
+
+
+def test_vqa_v2_keeps_all_ten_answers_and_the_types(tmp_path):
+    """The official format: every human answer in order, the answer and question types; the majority answer
+    stays `answer`, the answer type `type`. Stored answers are stripped and lower-cased, like `answer`."""
+    root = vqa_fixture.write(tmp_path / "v2")
+    for image_id in (1, 2, 3, 4):
+        solid_png(root / "val2014" / f"COCO_val2014_{image_id:012d}.jpg", (50 * image_id, 20, 20))
+    recs = list(open_source(root).records())
+    assert [r.key.rsplit("/", 1)[1] for r in recs] == ["1", "2", "3", "4"] and [r.split for r in recs] == ["val"] * 4
+    qa = {q.question: q for r in recs for q in r.annotation.qa}
+    for _, question, qtype, atype, answers, _ in vqa_fixture.QUESTIONS.values():
+        assert (qa[question].answers, qa[question].answer_type, qa[question].question_type) == (answers, atype, qtype)
+        assert qa[question].type == atype
+    assert qa["How many dogs are there?"].answer == "2"  # the multiple_choice_answer
+    ingest(open_source(root), out := ProcessedDir(tmp_path / "out"), CFG, workers=1)
+    rows = {q["question"]: q for s in read_rows(out, "samples") for q in s["qa"]}
+    assert rows["What is on the plate?"]["answers"] == ["pizza"] * 10
+    assert rows["What brand is the laptop?"] == {
+        "question": "What brand is the laptop?", "answer": "apple", "type": "other",
+        "answers": ["apple", "apple", "mac", "dell", "apple", "hp", "sony", "apple computer", "apple!", "macbook"],
+        "answer_type": "other", "question_type": "what brand"}
+    assert len(rows) == len(vqa_fixture.QUESTIONS)
+
+
+def test_vqa_question_type_must_be_a_string(tmp_path):
+    write_json(tmp_path / "v2_a_questions.json", {"questions": [_q(1, 3, "what?"), _q(2, 3, "and?")]})
+    write_json(tmp_path / "v2_a_annotations.json", {"annotations": [_a(1, 3, ["x"], question_type="what"),
+                                                                     _a(2, 3, ["y"], question_type=7)]})
+    recs = list(open_source(tmp_path, "vqa").records())
+    assert [r.problem and r.problem.reason for r in recs] == ["malformed", "malformed"]
+    assert "question_id 2 has no annotation" in recs[0].problem.message
+    assert recs[1].where == "v2_a_annotations.json annotations[1]"
 
 
 def test_vqa_single_pair_with_any_names_and_file_pointed_at(tmp_path):
@@ -190,7 +227,8 @@ def test_easy_vqa_ingest(easy, tmp_path):
         "train/2": "no_text", "train/3": "missing_file"}
     samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert samples["test/1"]["split"] == "test" == samples["test/0"]["split"]
-    assert samples["test/1"]["qa"] == [{"question": "is there not a gray shape?", "answer": "yes", "type": "yes/no"}]
+    assert samples["test/1"]["qa"] == [{"question": "is there not a gray shape?", "answer": "yes", "type": "yes/no",
+                                        "answers": [], "answer_type": None, "question_type": None}]
     assert samples["test/0"]["qa"][0]["type"] == "other"
     given_train = ("train/0", "train/1", "train/10")  # cut into train and val by image digest
     assert [samples[k]["split"] for k in given_train] == ["train", "train", "train"]
