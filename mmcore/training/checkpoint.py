@@ -8,6 +8,7 @@ not load (truncated, say) is treated as absent: the run starts from scratch, wit
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,6 +62,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: Stateful, sch
     """
     if not distributed.is_main():
         return
+    # Interned metric names: pickle writes a string shared by several dicts once, so a history that was
+    # partly loaded from a checkpoint (a resumed run) would otherwise be other bytes than an unbroken run's.
+    history = [{sys.intern(name): value for name, value in row.items()} for row in history]
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              **rng_state(), "epoch": epoch, "history": history, "key": key}
     if best is not None:

@@ -215,3 +215,16 @@ def test_fit_resumes_after_the_last_checkpointed_epoch_bit_for_bit(tmp_path):
     model, result = _fit_run(ckpt)  # starts from seed 0 again, as a fresh process would
     assert result.resumed_from == 2 and result.history == full.history and len(full.history) == 5
     assert all(torch.equal(a, b) for a, b in zip(_weights(model), _weights(full_model), strict=True))
+
+
+def test_a_resumed_history_is_saved_as_the_same_bytes_as_an_unbroken_one(tmp_path):
+    """A resumed run's history is partly unpickled (other string objects for the same metric names than the
+    epochs it adds): saved, it must still be the bytes an unbroken run writes."""
+    model, opt, sched = _parts(0)
+    names = ["train_loss", "val_t2i_r1"]
+    unbroken = [{name: 1.0 for name in names}, {name: 2.0 for name in names}]
+    save_checkpoint(tmp_path / "a.pt", model, opt, sched, 2, unbroken, "k")
+    loaded = torch.load(tmp_path / "a.pt", weights_only=True)["history"][:1]
+    resumed = loaded + [{"".join(list(name)): 2.0 for name in names}]  # equal names, other objects
+    save_checkpoint(tmp_path / "b.pt", model, opt, sched, 2, resumed, "k")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
