@@ -31,14 +31,18 @@ def evaluate_retrieval(test: FeatureSet, ks: tuple[int, ...] = (1, 5, 10)) -> di
     owner = np.concatenate([np.full(len(t), i) for i, t in enumerate(test.text_embeddings)])
     texts = np.concatenate(test.text_embeddings)
     langs = np.array([c["lang"] for caps in test.captions for c in caps])
+    # the same caption, however cased or spaced, is the same text (the tokenizer lowercases)
+    same = np.array([" ".join(c["text"].lower().split()) for caps in test.captions for c in caps])
     groups = {"": np.ones(len(owner), dtype=bool)}
     if len(set(langs)) > 1:
         groups.update({f"_{_slug(lang)}": langs == lang for lang in sorted(set(langs))})
     out: dict[str, float] = {}
     for suffix, keep in groups.items():
-        out.update(with_suffix(retrieval_metrics(test.image_embedding, texts[keep], owner[keep], ks), suffix))
+        found = retrieval_metrics(test.image_embedding, texts[keep], owner[keep], ks, text_keys=same[keep])
+        out.update(with_suffix(found, suffix))
         if len(test.image_embedding) >= FOLD * FOLDS:
-            found = retrieval_metrics_folds(test.image_embedding, texts[keep], owner[keep], ks, FOLD, FOLDS)
+            found = retrieval_metrics_folds(test.image_embedding, texts[keep], owner[keep], ks, FOLD, FOLDS,
+                                            same[keep])
             out.update(with_suffix(found, f"{suffix}_1k"))
     out["t2i_r1_ceiling"] = retrieval_ceiling(test.captions)
     return out

@@ -155,7 +155,8 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
         if len(val) == 0:
             return {}
         img, txt, owner = embed_pairs(model, val.images, val.caption_ids, device)
-        m = retrieval_metrics(img, txt, owner, ks=(1, 5))
+        same = [" ".join(map(str, ids)) for caps in val.caption_ids for ids in caps]  # the same tokens, text
+        m = retrieval_metrics(img, txt, owner, ks=(1, 5), text_keys=np.array(same))
         return {"val_t2i_r1": m["t2i_r1"], "val_i2t_r1": m["i2t_r1"], "val_t2i_r5": m["t2i_r5"]}
 
     per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())

@@ -153,3 +153,25 @@ def test_folds_average_the_metrics_of_consecutive_blocks_of_images():
 def test_with_suffix_keeps_baseline_last():
     assert with_suffix({"t2i_r1": 0.5, "t2i_r1_baseline": 0.1}, "_en") == {"t2i_r1_en": 0.5,
                                                                             "t2i_r1_en_baseline": 0.1}
+
+
+def test_texts_that_are_the_same_caption_are_hits_for_image_to_text_not_competitors():
+    """Two images share the caption "a red circle": with perfect embeddings each image's own copy ties with
+    the other image's copy. As the same caption, the copy is a hit (keys); as a mere tie it counts against."""
+    img = np.eye(3, dtype=np.float32)
+    txt = np.stack([img[0], img[0], img[2]])  # image 1's caption is the same text as image 0's
+    owner = np.array([0, 1, 2])
+    keys = np.array(["a red circle", "a red circle", "a blue square"])
+    plain, keyed = retrieval_metrics(img, txt, owner, (1,)), retrieval_metrics(img, txt, owner, (1,), keys)
+    assert plain["i2t_r1"] == pytest.approx(1 / 3) and keyed["i2t_r1"] == pytest.approx(2 / 3)
+    assert keyed["t2i_r1"] == plain["t2i_r1"]  # text to image is per text: keys change nothing there
+    assert keyed["i2t_r1_baseline"] > plain["i2t_r1_baseline"]  # two relevant texts are likelier by chance
+
+
+def test_unique_keys_are_the_plain_protocol_and_collapse_still_scores_nothing():
+    img, txt, owner = _fixture(3, ties=True)
+    unique = np.array([f"caption {i}" for i in range(len(txt))])
+    assert retrieval_metrics(img, txt, owner, text_keys=unique) == retrieval_metrics(img, txt, owner)
+    same = np.ones_like(img) / np.sqrt(img.shape[1])
+    collapsed = retrieval_metrics(same, np.ones_like(txt) / np.sqrt(txt.shape[1]), owner, text_keys=unique)
+    assert collapsed["i2t_r1"] == 0.0 and collapsed["t2i_r1"] == 0.0
