@@ -129,14 +129,17 @@ def plan(kills: int, seed: int, times: dict[str, float], end: float) -> list[tup
 
 
 def stage_hit(run: Watched) -> str:
-    """The stage that was running when `run` was killed, from the lines it had logged."""
-    stage = "startup"
+    """The stage that was running when `run` was killed, from the lines it had logged: "<stage> (finished)"
+    between a stage's subflow ending and the next stage's start, "done" once the pipeline flow has ended."""
+    stage, started, ended = "startup", 0, 0
     for line in run.seen_before(run.killed_at if run.killed_at is not None else run.seconds):
         for point in POINTS:
             if point.pattern is not None and re.search(point.pattern, line):
                 stage = point.stage
+        started += bool(re.search(r"Beginning (sub)?flow run", line))
         if re.search(END, line):
-            stage = "done"
+            ended += 1
+            stage = "done" if ended == started else f"{stage.removesuffix(' (finished)')} (finished)"
     return stage
 
 

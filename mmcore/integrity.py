@@ -87,22 +87,23 @@ def parquet_problem(path: str | Path) -> str | None:
     return None
 
 
-def torch_problem(path: str | Path) -> str | None:
-    """Why a torch file does not load with weights_only; None if it does."""
+def _why(read: Callable[[str | Path], Any], path: str | Path) -> str | None:
+    """Why `read` (a reader that raises CorruptOutput) refuses `path`; None if it reads."""
     try:
-        load_torch(path)
+        read(path)
     except CorruptOutput as exc:
         return exc.why
     return None
+
+
+def torch_problem(path: str | Path) -> str | None:
+    """Why a torch file does not load with weights_only; None if it does."""
+    return _why(load_torch, path)
 
 
 def json_problem(path: str | Path) -> str | None:
     """Why a JSON file does not parse; None if it does."""
-    try:
-        read_json(path)
-    except CorruptOutput as exc:
-        return exc.why
-    return None
+    return _why(read_json, path)
 
 
 def digest_problem(path: str | Path, sha256: str) -> str | None:

@@ -65,4 +65,11 @@ def test_stage_hit_is_the_last_stage_logged_before_the_kill(tmp_path: Path):
              (3.0, "Beginning subflow run 'y' for flow 'extract'")]
     assert stage_hit(Watched(None, 2.5, lines, killed_at=2.5)) == "pretrain"
     assert stage_hit(Watched(None, 0.5, lines, killed_at=0.5)) == "startup"
+    # a stage's subflow ending is not the pipeline's end: that is when every flow run begun has ended
+    flows = [(0.5, "Flow run 'a' - Beginning flow run 'a' for flow 'pipeline'"),
+             (1.0, "Flow run 'a' - Beginning subflow run 'b' for flow 'extract'"),
+             (2.0, "Flow run 'b' - Finished in state Completed()"),
+             (3.0, "Flow run 'a' - Finished in state Completed()")]
+    assert stage_hit(Watched(None, 2.5, flows, killed_at=2.5)) == "extract (finished)"
+    assert stage_hit(Watched(None, 3.5, flows, killed_at=3.5)) == "done"
     assert left_running(tmp_path) == {"mlflow_runs": None, "prefect_flow_runs": None, "prefect_task_runs": None}
