@@ -15,8 +15,9 @@ from mmcore.vqa_eval import VQAAccuracy, group_means, human_answers, vqa_accurac
 
 
 def evaluate_vqa(heads: Heads, train: FeatureSet, test: FeatureSet, device: torch.device) -> dict[str, float]:
-    """Accuracy overall (`vqa_acc`) and per question `type` (`vqa_acc_<type>`); where the data has them, per
-    VQA answer type (`vqa_acc_at_<yes_no|number|other>`) and question type (`vqa_acc_qt_<what_color_is_the>`).
+    """Accuracy overall (`vqa_acc`) and per question `type` (`vqa_acc_<type>`, unless it is the answer type);
+    where the data has them, per VQA answer type (`vqa_acc_at_<yes_no|number|other>`) and question type
+    (`vqa_acc_qt_<what_color_is_the>`).
     Baselines: the majority training answer (`vqa_acc_baseline`), and the blind baselines
     (`vqa_acc_question_only`, `vqa_acc_image_only`) where they were trained."""
     index = {a: i for i, a in enumerate(heads.answers)}
@@ -37,7 +38,8 @@ def evaluate_vqa(heads: Heads, train: FeatureSet, test: FeatureSet, device: torc
     majority = majority_answer([qa["answer"] for row in train.qa for qa in row])
     out["vqa_acc_baseline"] = vqa_accuracy([majority] * len(humans), humans).overall
     types = [qa["type"] for qa in qas]
-    out.update({f"vqa_acc_{_slug(t)}": v for t, v in group_means(head.per_question, types).items()})
+    if types != answer_types:  # VQA v2's type is its answer type, reported below
+        out.update({f"vqa_acc_{_slug(t)}": v for t, v in group_means(head.per_question, types).items()})
     out.update({f"vqa_acc_at_{_slug(t)}": v for t, v in head.per_answer_type.items()})
     out.update({f"vqa_acc_qt_{_slug(t)}": v for t, v in head.per_question_type.items()})
     for sees, model in heads.vqa_blind.items():

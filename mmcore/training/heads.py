@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,14 +26,11 @@ from mmcore.models.builders import (
 )
 from mmcore.models.heads import BLIND_INPUTS, BlindVQA, CaptionDecoder, VQAHead
 from mmcore.models.text_heads import TextGenerator, Translator
+from mmcore.training.answers import answer_vocabulary, dense_scores, soft_targets
 from mmcore.training.loop import EpochCallback, epoch_order, fit, pad_batch, seed_everything, stage_fit_config
 from mmcore.training.text_heads import head_dims, parallel_pairs, train_generator, train_translator
-from mmcore.vqa_eval import AnswerScorer, human_answers
 
 VQABuilder = Callable[[HeadDims, int], nn.Module]  # (dims, number of answers) -> a VQA model
-# A human answer that is no question's own answer becomes a class when given this often in the training split:
-# bottom-up-top-down's threshold (VQA v2 has ~200k distinct human answers, most given once).
-MIN_HUMAN_ANSWERS = 9
 
 
 @dataclass
@@ -66,42 +62,6 @@ def _vqa_batch(data: FeatureSet, idx: list[int], questions: list[list[int]],
     return (*_image_batch(data, idx, device), pad_batch(questions).to(device))
 
 
-def answer_vocabulary(qa: list[list[dict]], min_count: int = MIN_HUMAN_ANSWERS) -> list[str]:
-    """The answer classes, most frequent first (ties: first seen). A question with several human answers (VQA
-    v2: ten) counts each of them, any other its one answer. Every question's own answer (VQA v2: the majority
-    answer) is a class, any other human answer one given at least `min_count` times; for single-answer data
-    that is every answer, by frequency (as before answers were kept)."""
-    counts: Counter[str] = Counter()
-    own: dict[str, None] = {}
-    for row in qa:
-        for q in row:
-            humans = q.get("answers") or []
-            counts.update(humans if len(humans) > 1 else [q["answer"]])
-            own[q["answer"]] = None
-    counts.update(dict.fromkeys(own, 0))  # an own answer no human gave (data that says so) is still a class
-    return [a for a, c in counts.most_common() if c >= min_count or a in own]
-
-
-def soft_targets(data: FeatureSet, answers: list[str]) -> list[dict[int, float]] | None:
-    """Per question (in `qa_pairs` order): answer class -> the official VQA accuracy of answering it, the soft
-    score a classifier trains on where questions have several human answers; for ten answers, a class given by
-    k humans scores min(1, 0.3 k) (not min(1, k / 3): that would overrate answers of 1-3 humans against the
-    metric). None when every question has one answer: those train with cross-entropy on it."""
-    if not any(len(qa.get("answers") or []) > 1 for row in data.qa for qa in row):
-        return None
-    scorer = AnswerScorer(answers)
-    return [scorer.scores(human_answers(qa)) for row in data.qa for qa in row]
-
-
-def _dense(targets: list[dict[int, float]], n_answers: int) -> torch.Tensor:
-    """Sparse soft targets -> (B, A) float."""
-    out = torch.zeros(len(targets), n_answers)
-    rows = [r for r, t in enumerate(targets) for _ in t]
-    if rows:
-        out[rows, [c for t in targets for c in t]] = torch.tensor([v for t in targets for v in t.values()])
-    return out
-
-
 def qa_pairs(data: FeatureSet, answer_index: dict[str, int]) -> list[tuple[int, list[int], int]]:
     """(sample, question ids, answer class) for every question; unknown answers get class -1."""
     return [(i, ids, answer_index.get(qa["answer"], -1))
@@ -125,8 +85,8 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
         raise ValueError("no questions in the train split: cannot train the VQA head")
     index = {a: i for i, a in enumerate(answers)}
     pairs, val_pairs = qa_pairs(train, index), qa_pairs(val, index)
-    targets = soft_targets(train, answers)
-    val_targets = soft_targets(val, answers) if targets is not None else None
+    targets = soft_targets(train.qa, answers)
+    val_targets = soft_targets(val.qa, answers) if targets is not None else None
     model = build(head_dims(train, vocab_size, cfg), len(answers)).to(device)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -138,7 +98,7 @@ def train_vqa(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size: 
             if targets is None:  # (B,) answer classes
                 yield (*x, torch.tensor([p[2] for p in chunk], device=device))
             else:  # (B, A) soft scores
-                yield (*x, _dense([targets[j] for j in rows], len(answers)).to(device))
+                yield (*x, dense_scores([targets[j] for j in rows], len(answers)).to(device))
 
     def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         *x, y = batch

@@ -9,7 +9,6 @@ meaningful for such a model (evaluation reports no retrieval metrics for data wi
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -18,11 +17,12 @@ from torch import nn
 from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
-from mmcore.losses import classification_loss
+from mmcore.losses import classification_loss, soft_score_loss
 from mmcore.models.builders import HeadDims, build_vqa
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
+from mmcore.training.answers import answer_vocabulary, dense_scores, soft_targets
 from mmcore.training.contrastive import pretrain, save_encoder
 from mmcore.training.loop import (
     EpochCallback,
@@ -67,13 +67,16 @@ def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, c
     return objective, model, result
 
 
-def _questions(data: SampleSet, index: dict[str, int]) -> list[list[tuple[list[int], int]]]:
-    """Per sample: (question ids, answer class) for each question; answers unseen in training get -1."""
-    return [[(ids, index.get(qa["answer"], -1)) for qa, ids in zip(qas, qids, strict=True)]
+Target = int | dict[int, float]  # an answer class (-1: unseen in training), or soft scores {class: score}
+Questions = list[list[tuple[list[int], Target]]]  # per sample: (question ids, target) of each question
+
+
+def _questions(data: SampleSet, index: dict[str, int], soft: list[dict[int, float]] | None) -> Questions:
+    """Per sample: (question ids, target) of each question; `soft` (from `soft_targets`) replaces the classes."""
+    scores = iter(soft) if soft is not None else None
+    return [[(ids, next(scores) if scores is not None else index.get(qa["answer"], -1))
+             for qa, ids in zip(qas, qids, strict=True)]
             for qas, qids in zip(data.qa, data.question_ids, strict=True)]
-
-
-Questions = list[list[tuple[list[int], int]]]  # per sample: (question ids, answer class) of each question
 
 
 def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,
@@ -92,13 +95,17 @@ def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: 
     return encoder, head
 
 
-def _batch(data: SampleSet, qs: Questions, idx: list[int],
+def _batch(data: SampleSet, qs: Questions, idx: list[int], n_answers: int,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images idx (B, 3, S, S), the image row of each of their questions (Q,), questions (Q, T), answers (Q,)."""
+    """Images idx (B, 3, S, S), the image row of each of their questions (Q,), questions (Q, T), and targets:
+    answer classes (Q,), or soft scores (Q, A)."""
     owner = [j for j, i in enumerate(idx) for _ in qs[i]]
     flat = [q for i in idx for q in qs[i]]
+    targets = [q[1] for q in flat]
+    y = (dense_scores(targets, n_answers) if targets and isinstance(targets[0], dict)
+         else torch.tensor(targets, dtype=torch.long))
     return (torch.from_numpy(data.images[idx]).to(device), torch.tensor(owner, device=device),
-            pad_batch([q[0] for q in flat]).to(device), torch.tensor([q[1] for q in flat], device=device))
+            pad_batch([q[0] for q in flat]).to(device), y.to(device))
 
 
 def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
@@ -107,15 +114,19 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
                  on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the image encoder with a VQA head on top; writes the dual encoder to `out`.
 
-    Each batch is `cfg.batch_size` images with all of their questions: the CNN runs once per image.
+    Each batch is `cfg.batch_size` images with all of their questions: the CNN runs once per image. The answer
+    classes and targets are the heads stage's (`mmcore.training.answers`): soft scores where questions have
+    several human answers (VQA v2), else cross-entropy on the one answer; `val_vqa_acc` is the official accuracy.
     Checkpoints every epoch; a checkpoint with the same `resume_key` is continued, not redone.
     """
-    answers = [a for a, _ in Counter(qa["answer"] for qas in train.qa for qa in qas).most_common()]
+    answers = answer_vocabulary(train.qa)
     keep = [i for i, q in enumerate(train.question_ids) if q]
     if not answers:
         raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
     index = {a: i for i, a in enumerate(answers)}
-    questions, val_questions = _questions(train, index), _questions(val, index)
+    soft = soft_targets(train.qa, answers)
+    val_soft = soft_targets(val.qa, answers) if soft is not None else None
+    questions, val_questions = _questions(train, index, soft), _questions(val, index, val_soft)
     seed_everything(cfg.seed)
     encoder, head = _encoder_with_head(enc_cfg, cfg, vocab_size, len(answers), tokenizer)
     model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
@@ -129,20 +140,23 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
         order = [keep[i] for i in distributed.shard(epoch_order(len(keep), cfg.seed, epoch)).tolist()]
         size = max(1, cfg.batch_size // distributed.world())
         for s in range(0, len(order), size):
-            yield _batch(train, questions, order[s : s + size], device)
+            yield _batch(train, questions, order[s : s + size], len(answers), device)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, owner, q, y = batch
-        return classification_loss(logits(images, owner, q), y)
+        return classification_loss(logits(images, owner, q), y) if soft is None else soft_score_loss(
+            logits(images, owner, q), y)
 
     def validate() -> dict[str, float]:
         rows = [i for i, q in enumerate(val_questions) if q]
         if not rows:
             return {}
-        right = total = 0
+        right, total = 0.0, 0
         for s in range(0, len(rows), 256):
-            images, owner, q, y = _batch(val, val_questions, rows[s : s + 256], device)
-            right += int((logits(images, owner, q).argmax(-1) == y).sum())
+            images, owner, q, y = _batch(val, val_questions, rows[s : s + 256], len(answers), device)
+            pred = logits(images, owner, q).argmax(-1)
+            hit = y.gather(1, pred[:, None]).squeeze(1) if y.dim() == 2 else (pred == y).double()
+            right += float(hit.sum())
             total += len(y)
         return {"val_vqa_acc": right / total}
 

@@ -55,6 +55,30 @@ def test_the_image_encoder_learns_what_only_the_image_answers(tmp_path):
     assert again.resumed_from == 3  # the finished run's checkpoint is continued, not redone
 
 
+def _ten_answers(data: SampleSet) -> SampleSet:
+    """`data` as VQA v2 would give it: ten humans per question, seven of them right, three saying a near colour."""
+    for row in data.qa:
+        near = "orange" if row[0]["answer"] == "red" else "navy"
+        row[0].update(answers=[row[0]["answer"]] * 7 + [near] * 3, answer_type="other")
+    return data
+
+
+def test_ten_human_answers_train_on_soft_scores(tmp_path, monkeypatch):
+    import mmcore.training.vqa_pretrain as module
+
+    used: list[str] = []
+    soft = module.soft_score_loss
+    monkeypatch.setattr(module, "classification_loss", lambda *a: used.append("cross-entropy"))
+    monkeypatch.setattr(module, "soft_score_loss", lambda *a: used.append("soft") or soft(*a))
+    cfg = PretrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu")
+    _, result = pretrain_vqa(_ten_answers(_colour_set(96, 1, "train")), _ten_answers(_colour_set(32, 2, "val")), ENC,
+                             cfg, vocab_size=10, out=PretrainDir(tmp_path), device=torch.device("cpu"))
+    assert used and set(used) == {"soft"}
+    # the official accuracy: 1.0 for the colour seven humans gave, 0.9 for the near one, 0 otherwise
+    assert result.history[-1]["val_vqa_acc"] >= 0.9
+    assert result.history[-1]["train_accuracy"] <= 1.0
+
+
 def test_no_questions_is_a_clear_error(tmp_path):
     empty = SampleSet(["a", "b"], ["train"] * 2, np.zeros((2, 3, 32, 32), np.uint8), [[]] * 2, [[]] * 2, [[]] * 2,
                       [[]] * 2)
