@@ -28,10 +28,11 @@ def evaluate(cfg: PipelineConfig, cat: Catalog, run_id: str) -> S.EvaluateResult
 
 @task
 def log_evaluation(result: S.EvaluateResult, run_id: str) -> None:
-    """The metrics and examples into the evaluate run (also for a cached evaluation)."""
+    """The metrics and examples into the evaluate run (also for a cached evaluation); the VQA head's answers as
+    `vqa_results.json`, in the official results format."""
     tracking.log_metrics(run_id, result.metrics)
     for head, rows in result.examples.items():
-        tracking.log_dict(run_id, rows, f"{head}_examples.json")
+        tracking.log_dict(run_id, rows, "vqa_results.json" if head == "vqa" else f"{head}_examples.json")
 
 
 @task

@@ -10,7 +10,7 @@ Canonical layout of a dataset (the same for bundled and user data):
     <root>/images/...          image files, referenced relative to <root>
 
 A qa item may also hold "answers" (all the human answers, e.g. VQA v2's ten, which the official VQA accuracy
-scores against), "answer_type" and "question_type".
+scores against), "answer_type", "question_type" and "question_id".
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class QA(BaseModel):
     answers: list[str] = Field(default_factory=list)  # the human answers, in order
     answer_type: str | None = None  # VQA v2: yes/no, number or other
     question_type: str | None = None  # VQA v2: the question's first words, e.g. "what color is the"
+    question_id: str | None = None  # VQA v2: the question's id (as text), which the official results file names
 
 
 class Annotation(BaseModel):

@@ -14,11 +14,11 @@ from PIL import Image
 
 from mmcore.io import atomic_path
 
-# A question; `answers` holds the human answers (VQA v2: ten; empty for single-answer data), the types are null
-# where the data has none.
+# A question; `answers` holds the human answers (VQA v2: ten; empty for single-answer data), the types and the
+# question id (as text) are null where the data has none.
 QA_TYPE = pa.struct([("question", pa.string()), ("answer", pa.string()), ("type", pa.string()),
                      ("answers", pa.list_(pa.string())), ("answer_type", pa.string()),
-                     ("question_type", pa.string())])
+                     ("question_type", pa.string()), ("question_id", pa.string())])
 
 SAMPLES = pa.schema([
     ("sample_id", pa.string()),

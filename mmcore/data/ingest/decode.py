@@ -112,7 +112,7 @@ def _process(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key: str, 
         "captions": [{"lang": lang, "text": t.strip()} for lang, caps in ann.captions.items() for t in caps],
         "qa": [{"question": q.question.strip(), "answer": q.answer.strip().lower(), "type": q.type,
                 "answers": [a.strip().lower() for a in q.answers], "answer_type": q.answer_type,
-                "question_type": q.question_type} for q in ann.qa],
+                "question_type": q.question_type, "question_id": q.question_id} for q in ann.qa],
     }
 
 

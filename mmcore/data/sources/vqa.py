@@ -119,7 +119,8 @@ class VQASource(Source):
                     mca = min(counts, key=lambda a: (-counts[a], a))
                 out[ann["question_id"]] = (i, ann["image_id"], {
                     "answer": mca, "type": ann.get("answer_type") or "other", "answers": [x["answer"] for x in answers],
-                    "answer_type": ann.get("answer_type") or None, "question_type": ann.get("question_type") or None})
+                    "answer_type": ann.get("answer_type") or None, "question_type": ann.get("question_type") or None,
+                    "question_id": str(ann["question_id"])})
         return out, bad
 
     def _load_questions(self, rel: str, ann_rel: str, answers: dict[Any, Answer]) -> Group:

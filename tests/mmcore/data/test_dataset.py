@@ -26,7 +26,7 @@ def test_load_samples_reads_the_splits_asked_for_with_their_tokens(processed):
     assert everything.images.shape == (6, 3, 16, 16)
     assert everything.captions[0] == [{"lang": "en", "text": "a blue box 0"}, {"lang": "zh", "text": "一个蓝色方块"}]
     assert everything.qa[3] == [{"question": "what number is it 4?", "answer": "4", "type": "other", "answers": [],
-                                 "answer_type": None, "question_type": None}]
+                                 "answer_type": None, "question_type": None, "question_id": None}]
     assert everything.caption_ids[0] == ds.load_tokenizer(out).encode(["a blue box 0", "一个蓝色方块"], MAX_LEN)
     test = ds.load_samples(out, ("test",), with_images=False)
     assert (test.sample_ids, test.splits, test.images.shape) == (["s5", "s6"], ["test", "test"], (0, 3, 1, 1))

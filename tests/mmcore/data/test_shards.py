@@ -48,8 +48,9 @@ def test_sample_shards_from_before_qa_had_answers_read_with_newer_ones(tmp_path)
     old_qa = pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string()), ("type", pa.string())]))
     qa = {"question": "what?", "answer": "red", "type": "color"}
     write_table(tmp_path / "old.parquet", pa.table({"sample_id": ["a", "b"], "qa": pa.array([[qa], []], old_qa)}))
-    new = {**qa, "answers": ["red", "pink"], "answer_type": "other", "question_type": "what"}
+    new = {**qa, "answers": ["red", "pink"], "answer_type": "other", "question_type": "what", "question_id": "7"}
     new_qa = SAMPLES.field("qa").type
     write_table(tmp_path / "new.parquet", pa.table({"sample_id": ["c"], "qa": pa.array([[new]], new_qa)}))
     both = read_tables([tmp_path / "old.parquet", tmp_path / "new.parquet"], ["sample_id", "qa"])
-    assert both["qa"].to_pylist() == [[{**qa, "answers": None, "answer_type": None, "question_type": None}], [], [new]]
+    old = {**qa, "answers": None, "answer_type": None, "question_type": None, "question_id": None}
+    assert both["qa"].to_pylist() == [[old], [], [new]]

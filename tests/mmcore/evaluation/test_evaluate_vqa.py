@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmcore.evaluation import evaluate_vqa
+from mmcore.evaluation import evaluate_vqa, vqa_metrics_and_results
 from mmcore.features import FeatureSet
 from mmcore.models.builders import HeadDims
 from mmcore.models.heads import BlindVQA
@@ -60,3 +60,19 @@ def test_no_vqa_head_or_no_questions_gives_no_metrics():
     assert evaluate_vqa(Heads(None, ANSWERS, None, "en", DIMS), data, data, CPU) == {}
     no_questions = _features([])
     assert evaluate_vqa(Heads(Oracle(), ANSWERS, None, "en", DIMS), data, no_questions, CPU) == {}
+
+
+def test_answers_are_the_official_results_file_where_every_question_has_an_id():
+    heads = Heads(Oracle(), ANSWERS, None, "en", DIMS)
+    data = _features([True, False])
+    assert vqa_metrics_and_results(heads, data, data, CPU)[1] == []  # the synthetic questions have no ids
+    ids = iter(["458752000", "458752001", "-3", "q-7"])  # VQA v2's ids are integers; others stay as given
+    for row in data.qa:
+        for qa in row:
+            qa["question_id"] = next(ids)
+    metrics, results = vqa_metrics_and_results(heads, data, data, CPU)
+    assert metrics == evaluate_vqa(heads, data, data, CPU)
+    assert results == [{"question_id": 458752000, "answer": "red"}, {"question_id": 458752001, "answer": "yes"},
+                       {"question_id": -3, "answer": "blue"}, {"question_id": "q-7", "answer": "yes"}]
+    data.qa[1][1]["question_id"] = None
+    assert vqa_metrics_and_results(heads, data, data, CPU)[1] == []

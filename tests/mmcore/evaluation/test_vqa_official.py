@@ -11,7 +11,7 @@ from torch import nn
 from mmcore.catalog import ProcessedDir
 from mmcore.data.ingest import ingest
 from mmcore.data.sources import open_source
-from mmcore.evaluation import evaluate_vqa
+from mmcore.evaluation import vqa_metrics_and_results
 from mmcore.evaluation.vqa import _slug
 from mmcore.features import FeatureSet
 from mmcore.models.builders import HeadDims
@@ -62,7 +62,7 @@ def test_metrics_are_the_official_accuracies(ingested, tmp_path):
     official = F.official_scores(F.write(tmp_path))
     mean = lambda values: float(sum(values)) / len(values)  # noqa: E731
     heads = Heads(Scripted(classes), PREDICTIONS, None, "en", DIMS)
-    metrics = evaluate_vqa(heads, data, data, torch.device("cpu"))
+    metrics, results = vqa_metrics_and_results(heads, data, data, torch.device("cpu"))
     expected = {"vqa_acc": mean(official["overall"])}
     expected.update({f"vqa_acc_at_{_slug(t)}": mean(v) for t, v in official["per_answer_type"].items()})
     expected.update({f"vqa_acc_qt_{_slug(t)}": mean(v) for t, v in official["per_question_type"].items()})
@@ -70,5 +70,7 @@ def test_metrics_are_the_official_accuracies(ingested, tmp_path):
     assert metrics == pytest.approx(expected, abs=1e-6)  # and no `vqa_acc_<type>` copies: VQA v2's is the answer type
     assert len([k for k in metrics if k.startswith("vqa_acc_qt_")]) == 15
     assert metrics["vqa_acc_at_yes_no"] == pytest.approx(1.3 / 3)
+    # the answers as the official results file the evaluation above read
+    assert sorted(results, key=lambda r: r["question_id"]) == sorted(F.results(), key=lambda r: r["question_id"])
     # the majority training answer, "yes" (the answer of 2 of the 16 questions, which 10 and 9 humans gave)
     assert baseline == pytest.approx(2 / 16)

@@ -59,7 +59,7 @@ def test_a_good_record_becomes_an_accepted_row(tmp_path: Path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(data)
     rec = _record(qa=[R.QA(question=" what colour? ", answer=" Red ", type="color", answers=[" Red ", "red", "Pink"],
-                           question_type="what colour")], split="val")
+                           question_type="what colour", question_id="17")], split="val")
     row = process_record(str(tmp_path), CFG, rec, "r3")
     sha = hashlib.sha256(data).hexdigest()
     image = row.pop("image")
@@ -68,7 +68,7 @@ def test_a_good_record_becomes_an_accepted_row(tmp_path: Path):
         "where": "annotations.jsonl line 3", "image_path": "images/a.png", "image_sha256": sha, "split": "val",
         "width": 24, "height": 12, "captions": [{"lang": "en", "text": "a red box"}],
         "qa": [{"question": "what colour?", "answer": "red", "type": "color", "answers": ["red", "red", "pink"],
-                "answer_type": None, "question_type": "what colour"}],
+                "answer_type": None, "question_type": "what colour", "question_id": "17"}],
     }
     assert decode_png(image).shape == (3, 16, 16)
 

@@ -68,7 +68,7 @@ def test_images_are_resized_rgb_and_split_by_content(raw, tmp_path):
     assert (g0["width"], g0["height"], g0["image_path"]) == (40, 40, "images/g0.png")
     assert g0["captions"] == [{"lang": "en", "text": "a red circle number 0"}, {"lang": "zh", "text": "一个红色圆形"}]
     assert g0["qa"] == [{"question": "what color is the circle?", "answer": "red", "type": "color",  # normalised
-                         "answers": [], "answer_type": None, "question_type": None}]
+                         "answers": [], "answer_type": None, "question_type": None, "question_id": None}]
 
 
 def test_shard_results_and_metadata_name_the_processed_folder(raw, tmp_path):

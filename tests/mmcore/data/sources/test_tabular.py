@@ -118,7 +118,7 @@ def test_parquet_bytes_column_with_ids_lang_and_qa(tmp_path):
     samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert captions(samples["s1"]) == [("en", "a red square")]
     assert samples["s1"]["qa"] == [{"question": "what color is it?", "answer": "red", "type": "other", "answers": [],
-                                    "answer_type": None, "question_type": None}]
+                                    "answer_type": None, "question_type": None, "question_id": None}]
     assert captions(samples["s2"]) == [("zh", "蓝色的方块")]
     rejects = {r["sample_id"]: r["reason"] for r in read_rows(out, "rejects")}
     assert rejects == {"s3": "no_text", "s4": "missing_file", "s5": "undecodable"}

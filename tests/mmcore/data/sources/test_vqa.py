@@ -75,9 +75,10 @@ def test_vqa_ingest(vqa, tmp_path):
     assert sorted(samples) == ["25", "5", "9"]
     assert samples["9"]["qa"] == [{"question": "What color is the cat?", "answer": "black", "type": "other",
                                    "answers": ["black", "black", "gray"], "answer_type": "other",
-                                   "question_type": None},
+                                   "question_type": None, "question_id": "90"},
                                   {"question": "Is it a cat?", "answer": "yes", "type": "other",
-                                   "answers": ["yes", "no", "yes"], "answer_type": None, "question_type": None}]
+                                   "answers": ["yes", "no", "yes"], "answer_type": None, "question_type": None,
+                                   "question_id": "91"}]
     assert samples["5"]["split"] == "val" and samples["5"]["qa"][0]["type"] == "yes/no"
     assert samples["9"]["image_path"] == "train2014/COCO_train2014_000000000009.jpg"
 
@@ -101,7 +102,7 @@ def test_vqa_v2_keeps_all_ten_answers_and_the_types(tmp_path):
     assert rows["What brand is the laptop?"] == {
         "question": "What brand is the laptop?", "answer": "apple", "type": "other",
         "answers": ["apple", "apple", "mac", "dell", "apple", "hp", "sony", "apple computer", "apple!", "macbook"],
-        "answer_type": "other", "question_type": "what brand"}
+        "answer_type": "other", "question_type": "what brand", "question_id": "306"}
     assert len(rows) == len(vqa_fixture.QUESTIONS)
 
 
@@ -228,7 +229,7 @@ def test_easy_vqa_ingest(easy, tmp_path):
     samples = {s["sample_id"]: s for s in read_rows(out, "samples")}
     assert samples["test/1"]["split"] == "test" == samples["test/0"]["split"]
     assert samples["test/1"]["qa"] == [{"question": "is there not a gray shape?", "answer": "yes", "type": "yes/no",
-                                        "answers": [], "answer_type": None, "question_type": None}]
+                                        "answers": [], "answer_type": None, "question_type": None, "question_id": None}]
     assert samples["test/0"]["qa"][0]["type"] == "other"
     given_train = ("train/0", "train/1", "train/10")  # cut into train and val by image digest
     assert [samples[k]["split"] for k in given_train] == ["train", "train", "train"]

@@ -69,7 +69,8 @@ def test_shards_of_samples_with_every_problem(tmp_path):
     assert samples["shard-000.tar/000"]["image_path"] == "000.jpg"
     assert captions(samples["shard-000.tar/001"]) == [("en", "a green square")]
     assert samples["shard-000.tar/001"]["qa"] == [{"question": "what color?", "answer": "green", "type": "other",
-                                                   "answers": [], "answer_type": None, "question_type": None}]
+                                                   "answers": [], "answer_type": None, "question_type": None,
+                                                   "question_id": None}]
     assert captions(samples["shard-000.tar/002"]) == [("zh", "蓝色")]
     assert captions(samples["shard-001.tar.gz/sub/x"]) == [("en", "a yellow square")]
     rejects = {r["sample_id"]: r["reason"] for r in read_rows(out, "rejects")}
