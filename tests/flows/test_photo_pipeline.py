@@ -1,10 +1,12 @@
 """End to end on the photos fixture through the command line: `mm data photos`, then `mm pipeline --preset photos`
 (Karpathy splits, 224 px) with one epoch per model. Every record is accounted for, EXIF-rotated pictures are
-stored upright, greyscale and CMYK ones as RGB, and the test metrics come with their baselines."""
+stored upright, greyscale and CMYK ones as RGB, and the test metrics come with their baselines. The same files read
+as VQA v2 keep every question's ten answers, and report the accuracy the official evaluation gives."""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +110,71 @@ def test_metrics_come_with_their_baselines(photo_run):
     assert metrics["t2i_r1_baseline"] == pytest.approx(1 / test)  # a random ranking of the test pictures
     assert not any(k.startswith("vqa_") for k in metrics)  # Karpathy's file has captions only
     assert "Test-split metrics" in output and "caption_cider_d" in output
+
+
+# The same fixture read as VQA v2: questions with ten human answers each, no captions. Pretraining is then
+# through the VQA head (soft scores), and evaluation reports the official accuracy.
+VQA_SETS = ["ingest.format=vqa", "dataset=photos-vqa", *FAST]
+
+
+@pytest.fixture(scope="module")
+def vqa_run(harness, tmp_path_factory: pytest.TempPathFactory):
+    """(data root, the CLI's output) of one pipeline run over the fixture's VQA v2 files."""
+    root = tmp_path_factory.mktemp("photos-vqa")
+    res = CliRunner().invoke(app, ["data", "photos", "--out", str(root / "raw" / "photos-vqa"), "--images",
+                                   str(IMAGES), "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    sets = [f"data_root={root}", *VQA_SETS]
+    res = CliRunner().invoke(app, ["pipeline", "--preset", "photos", *(a for s in sets for a in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    return root, res.output
+
+
+def test_vqa_v2_questions_keep_their_ten_answers_types_and_ids(vqa_run):
+    from mmcore.catalog import Catalog
+    from mmcore.config import load_config
+    from mmcore.data.dataset import read_manifest
+    from mmcore.data.shards import read_tables
+
+    root, _ = vqa_run
+    cfg = load_config("photos", {"data_root": str(root), **dict(s.split("=") for s in VQA_SETS)})
+    processed = Catalog.from_config(cfg).processed
+    manifest = read_manifest(processed)
+    assert manifest["source"]["format"] == "vqa"
+    assert manifest["records_in"] == IMAGES == manifest["accepted"] + manifest["rejected"]
+    questions = {}
+    for name in ("train", "val", "test"):
+        doc = (root / "raw" / "photos-vqa" / "annotations" / f"v2_OpenEnded_mscoco_{name}2017_questions.json")
+        questions.update({str(q["question_id"]): q["question"] for q in json.loads(doc.read_text())["questions"]})
+    stored = [qa for row in read_tables(processed.listed("samples"), ["qa"]).to_pylist() for qa in row["qa"]]
+    assert {qa["question_id"]: qa["question"] for qa in stored} == questions  # every question, once
+    for qa in stored:
+        assert len(qa["answers"]) == 10 and qa["answer_type"] in ("yes/no", "number", "other"), qa
+        assert qa["question_type"] and qa["type"] == qa["answer_type"]
+
+
+def test_vqa_v2_reports_the_official_accuracy(vqa_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tests.reference.vqa_fixture import official_evaluation
+
+    root, output = vqa_run
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("photos-vqa").experiment_id],
+                                "tags.stage = 'evaluate'")
+    metrics = run.data.metrics
+    assert not any(k.startswith(("t2i_", "i2t_", "caption_")) for k in metrics)  # no captions in VQA v2
+    results = Path(client.download_artifacts(run.info.run_id, "vqa_results.json", str(tmp_path)))
+    annotations = root / "raw" / "photos-vqa" / "annotations"
+    # the official evaluation of the logged answers, on the test split's own files (it asserts that the results
+    # answer exactly the questions of the file)
+    official = official_evaluation(annotations / "v2_mscoco_test2017_annotations.json",
+                                   annotations / "v2_OpenEnded_mscoco_test2017_questions.json", results)
+    mean = lambda values: float(sum(values)) / len(values)  # noqa: E731
+    assert metrics["vqa_acc"] == pytest.approx(mean(official["overall"]), abs=1e-6)
+    assert official["per_answer_type"]  # yes/no, number and other
+    for kind, values in official["per_answer_type"].items():
+        assert metrics[f"vqa_acc_at_{kind.replace('/', '_')}"] == pytest.approx(mean(values), abs=1e-6)
+    for kind, values in official["per_question_type"].items():
+        assert metrics[f"vqa_acc_qt_{kind.replace(' ', '_')}"] == pytest.approx(mean(values), abs=1e-6)
+    assert "vqa_acc_baseline" in metrics and "vqa_acc" in output

@@ -95,14 +95,19 @@ def write(root: Path) -> Path:
 
 
 def official_scores(root: Path) -> dict:
-    """The official evaluation of the fixture's results, before its rounding: the per-question accuracies and
-    their lists per answer and question type as `evaluate` hands them to `setAccuracy` (which rounds), and its
+    """The official evaluation of the fixture's results (`official_evaluation`)."""
+    return official_evaluation(root / ANNOTATIONS_FILE, root / QUESTIONS_FILE, root / "results.json")
+
+
+def official_evaluation(annotations: Path, questions: Path, results: Path) -> dict:
+    """The official evaluation of a results file, before its rounding: the per-question accuracies and their
+    lists per answer and question type as `evaluate` hands them to `setAccuracy` (which rounds), and its
     rounded report (`accuracy`, percentages)."""
     from tests.reference.vqa_eval_official import VQAEval
     from tests.reference.vqa_tools_official import VQA
 
-    vqa = VQA(str(root / ANNOTATIONS_FILE), str(root / QUESTIONS_FILE))
-    res = vqa.loadRes(str(root / "results.json"), str(root / QUESTIONS_FILE))
+    vqa = VQA(str(annotations), str(questions))
+    res = vqa.loadRes(str(results), str(questions))
     ev = VQAEval(vqa, res, n=2)
     out: dict = {"per_question": {}}
     set_accuracy, set_qa = ev.setAccuracy, ev.setEvalQA
