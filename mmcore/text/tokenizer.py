@@ -26,8 +26,12 @@ SPECIALS = [PAD, UNK, BOS, EOS]  # PAD is id 0: padded batches are zero-filled
 
 # A space between two CJK characters (or CJK punctuation) comes from tokenization, not from the text.
 _CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
-# Also undone: the space the decoder puts before punctuation ("shapes :" -> "shapes:").
-_CJK_SPACE = re.compile(rf"(?<={_CJK}) (?={_CJK})| (?=[,.!?:;])|(?<=[,.!?:;]) (?={_CJK})")
+# Also undone: the space the decoder puts before punctuation ("shapes :" -> "shapes:"), and the spaces around a
+# hyphen or an apostrophe inside a word ("t - shirt" -> "t-shirt", "one ' s" -> "one's"): the pre-tokenizer
+# splits them off, and the PTB tokenizer of the caption metrics keeps "t-shirt" whole and reads "one's" as
+# "one" "'s" (a spaced dash between words is far rarer in captions).
+_CJK_SPACE = re.compile(rf"(?<={_CJK}) (?={_CJK})| (?=[,.!?:;])|(?<=[,.!?:;]) (?={_CJK})"
+                        r"|(?<=\w) (?=['-] \w)|(?<=\w ['-]) (?=\w)")
 
 
 class TextTokenizer:
@@ -88,7 +92,7 @@ class TextTokenizer:
         return out
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ids up to the first [EOS], specials dropped, CJK spacing undone."""
+        """Text of ids up to the first [EOS], specials dropped, CJK spacing and hyphens undone."""
         kept = []
         for i in ids:
             i = int(i)

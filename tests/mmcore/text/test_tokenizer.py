@@ -20,6 +20,13 @@ def test_round_trip_english_and_chinese(tmp_path):
         assert again.decode(ids) == text.lower()
 
 
+def test_hyphenated_words_and_clitics_decode_whole():
+    texts = ["A person in a red T-shirt, close-up.", "The rightmost one's a well-known kite - isn't it?"]
+    tok = TextTokenizer.train(texts * 3, vocab_size=200)
+    assert [tok.decode(tok.encode([t], 64)[0]) for t in texts] == [
+        "a person in a red t-shirt, close-up.", "the rightmost one's a well-known kite-isn't it?"]
+
+
 def test_chinese_is_split_per_character():
     tok = _tok()
     ids = tok.encode(["红色圆形"], 16)[0]
