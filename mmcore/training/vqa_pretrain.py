@@ -79,6 +79,17 @@ def _questions(data: SampleSet, index: dict[str, int], soft: list[dict[int, floa
             for qas, qids in zip(data.qa, data.question_ids, strict=True)]
 
 
+def _targets(train: SampleSet, val: SampleSet) -> tuple[list[str], Questions, Questions, bool]:
+    """The answer classes, the questions of each split with their targets, and whether those are soft scores."""
+    answers = answer_vocabulary(train.qa)
+    if not answers:
+        raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
+    index = {a: i for i, a in enumerate(answers)}
+    soft = soft_targets(train.qa, answers)
+    val_soft = soft_targets(val.qa, answers) if soft is not None else None
+    return answers, _questions(train, index, soft), _questions(val, index, val_soft), soft is not None
+
+
 def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,
                        tokenizer: TextTokenizer | None) -> tuple[DualEncoder, nn.Module]:
     """The dual encoder and a VQA head on its image features; only the image tower and the head train."""
@@ -119,14 +130,9 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     several human answers (VQA v2), else cross-entropy on the one answer; `val_vqa_acc` is the official accuracy.
     Checkpoints every epoch; a checkpoint with the same `resume_key` is continued, not redone.
     """
-    answers = answer_vocabulary(train.qa)
+    answers, questions, val_questions, soft = _targets(train, val)
     keep = [i for i, q in enumerate(train.question_ids) if q]
-    if not answers:
-        raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
-    index = {a: i for i, a in enumerate(answers)}
-    soft = soft_targets(train.qa, answers)
-    val_soft = soft_targets(val.qa, answers) if soft is not None else None
-    questions, val_questions = _questions(train, index, soft), _questions(val, index, val_soft)
+    loss = soft_score_loss if soft else classification_loss
     seed_everything(cfg.seed)
     encoder, head = _encoder_with_head(enc_cfg, cfg, vocab_size, len(answers), tokenizer)
     model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
@@ -144,8 +150,7 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, owner, q, y = batch
-        return classification_loss(logits(images, owner, q), y) if soft is None else soft_score_loss(
-            logits(images, owner, q), y)
+        return loss(logits(images, owner, q), y)
 
     def validate() -> dict[str, float]:
         rows = [i for i, q in enumerate(val_questions) if q]
