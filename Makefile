@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Test processes (pytest-xdist), each taking whole files: most of the suite's time is spent waiting on
+# servers and subprocesses, so two processes on two cores finish sooner. TEST_WORKERS=0 runs in one.
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint clean
@@ -19,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mm demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mmcore tasks flows tests
