@@ -324,6 +324,29 @@ def test_screenshot_script_shows_the_experiment(run: dict, tmp_path: Path):
     assert colours is None or len(colours) > 50  # a rendered page, not a blank single colour
 
 
+def test_the_champions_version_page_shows_its_model_card_and_metrics(run: dict, tmp_path: Path):
+    from PIL import Image
+
+    from bench.screenshot_mlflow import BROWSERS
+
+    if not any(shutil.which(b) for b in BROWSERS):
+        pytest.skip("no Chromium binary (chromium, chromium-browser, google-chrome): apt-get install chromium")
+    out, dom = tmp_path / "card.png", tmp_path / "card.html"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "screenshot_mlflow.py"), "--tracking-uri",
+                          f"sqlite:///{run['db']}", "--model", MODEL, "--out", str(out), "--dom", str(dom)],
+                         cwd=tmp_path, env=_without_s3(dict(os.environ)), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width >= 800
+    page = re.sub(r"<[^>]+>", " ", dom.read_text(encoding="utf-8"))  # the rendered text
+    version = _client(run).get_model_version_by_alias(MODEL, "champion")
+    assert f"Version {version.version}" in page
+    # the card, rendered from markdown: its title, the metrics table with a baseline, and the provenance
+    for shown in (MODEL, "Test metrics", "t2i_r1", f"{run['result']['metrics']['t2i_r1']:.4f}", "Provenance",
+                  version.tags["dataset_digest"]):
+        assert shown in page, shown
+
+
 def test_served_champion_refuses_unknown_params_that_mlflow_alone_would_drop(served: str):
     """Pins how unknown params are refused: MLflow 3.17's `_enforce_params_schema` drops them with a warning
     before the model's `predict`, so mmcore/pyfunc_model.py checks them in a wrapper of `PyFuncModel.predict`.
