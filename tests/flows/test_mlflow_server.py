@@ -299,6 +299,24 @@ def test_served_champion_refuses_malformed_requests_in_one_line_and_stays_up(run
     assert (status, after) == (200, before)  # still up, and answering as before
 
 
+def test_concurrent_clients_are_all_answered_as_one_client_is(run: dict, served: str):
+    """8 clients at once, good and bad requests mixed: every good one gets the answer a lone client gets, every
+    bad one its 400, and the server is still up afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = base64.b64encode((run["data_root"] / "raw/smoke/images/000001.png").read_bytes()).decode()
+    requests = [([{"task": "search", "text": "a small red circle"}], {"k": 2}),
+                ([{"task": "caption", "image": image}], None),
+                ([{"task": "ask", "image": image, "question": "how many shapes are there?"}], None),
+                ([{"task": "summarize", "text": "x"}], None)]  # refused
+    alone = [_invoke(served, rows, params) for rows, params in requests]
+    assert [status for status, _ in alone] == [200, 200, 200, 400]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda i: _invoke(served, *requests[i % 4]), range(48)))
+    assert together == [alone[i % 4] for i in range(48)]
+    assert _invoke(served, *requests[0]) == alone[0]
+
+
 # A look at the runs --------------------------------------------------------------------------------------------
 
 
