@@ -42,7 +42,8 @@ def model_card(name: str, cfg: PipelineConfig, metrics: Mapping[str, float], ori
               "beside the baseline it should be read against (chance, the majority answer, a constant caption):", "",
               "| metric | value | baseline |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.4f} | {'' if b is None else f'{b:.4f}'} |" for k, v, b in metric_rows(dict(metrics))]
-    lines += ["", *[note for prefix, note in METRIC_NOTES.items() if any(k.startswith(prefix) for k in metrics)]]
+    for note in (note for prefix, note in METRIC_NOTES.items() if any(k.startswith(prefix) for k in metrics)):
+        lines += ["", note]
     enc, ing = cfg.encoder, cfg.ingest
     lines += ["", "## Data", "",
               f"- dataset `{cfg.dataset}`, source format `{ing.format}`, digest `{origin.dataset_digest}`",
@@ -65,7 +66,8 @@ def model_card(name: str, cfg: PipelineConfig, metrics: Mapping[str, float], ori
               "```python", "import mlflow.pyfunc, pandas as pd",
               f'model = mlflow.pyfunc.load_model("models:/{name}@champion")',
               'model.predict(pd.DataFrame([{"task": "search", "text": "a red ball"}]), params={"k": 5})', "```", "",
-              f"`mlflow models serve -m models:/{name}@champion --env-manager virtualenv` serves it over HTTP. "
-              "Requests beyond these limits are refused with a 400: "
+              "The model's code travels with it and its requirements.txt pins what loading needs: in an environment "
+              f"built from that file alone, `mlflow models serve -m models:/{name}@champion --env-manager local` "
+              "serves it over HTTP. Requests beyond these limits are refused with a 400: "
               + ", ".join(f"{k} {v}" for k, v in sorted(limits.items())) + "."]
     return "\n".join(lines) + "\n"
