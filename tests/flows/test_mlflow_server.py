@@ -351,7 +351,7 @@ def test_the_champions_version_page_shows_its_model_card_and_metrics(run: dict, 
         pytest.skip("no Chromium binary (chromium, chromium-browser, google-chrome): apt-get install chromium")
     out, dom = tmp_path / "card.png", tmp_path / "card.html"
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "screenshot_mlflow.py"), "--tracking-uri",
-                          f"sqlite:///{run['db']}", "--model", MODEL, "--out", str(out), "--dom", str(dom)],
+                          run["url"], "--model", MODEL, "--out", str(out), "--dom", str(dom)],
                          cwd=tmp_path, env=_without_s3(dict(os.environ)), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     with Image.open(out) as img:
