@@ -21,20 +21,26 @@ IMAGES = 48  # every stored form (EXIF-rotated, greyscale, CMYK) four times; 4 t
 FAST = ["pretrain.epochs=1", "heads.epochs=1", "heads.text_epochs=1", "heads.vqa_baseline_epochs=1"]
 
 
+def _pipeline_on_photos(root: Path, dataset: str, sets: list[str]) -> str:
+    """`mm data photos` into root/raw/<dataset>, then `mm pipeline --preset photos` on it; the CLI's output."""
+    res = CliRunner().invoke(app, ["data", "photos", "--out", str(root / "raw" / dataset), "--images",
+                                   str(IMAGES), "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    sets = [f"data_root={root}", *sets]
+    res = CliRunner().invoke(app, ["pipeline", "--preset", "photos", *(a for s in sets for a in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
 @pytest.fixture(scope="module")
 def photo_run(harness, tmp_path_factory: pytest.TempPathFactory):
     """(data root, the fixture's photos, the CLI's output) of one pipeline run."""
     from mmcore.data.photos import generate_photos
 
     root = tmp_path_factory.mktemp("photos")
-    res = CliRunner().invoke(app, ["data", "photos", "--out", str(root / "raw" / "photos"), "--images",
-                                   str(IMAGES), "--seed", "0"])
-    assert res.exit_code == 0, res.output
+    output = _pipeline_on_photos(root, "photos", FAST)
     photos = generate_photos(tmp_path_factory.mktemp("again"), IMAGES, seed=0).photos  # what each file shows
-    sets = [f"data_root={root}", *FAST]
-    res = CliRunner().invoke(app, ["pipeline", "--preset", "photos", *(a for s in sets for a in ("--set", s))])
-    assert res.exit_code == 0, res.output
-    return root, {p.file: p for p in photos}, res.output
+    return root, {p.file: p for p in photos}, output
 
 
 def _config(root: Path):
@@ -121,13 +127,7 @@ VQA_SETS = ["ingest.format=vqa", "dataset=photos-vqa", *FAST]
 def vqa_run(harness, tmp_path_factory: pytest.TempPathFactory):
     """(data root, the CLI's output) of one pipeline run over the fixture's VQA v2 files."""
     root = tmp_path_factory.mktemp("photos-vqa")
-    res = CliRunner().invoke(app, ["data", "photos", "--out", str(root / "raw" / "photos-vqa"), "--images",
-                                   str(IMAGES), "--seed", "0"])
-    assert res.exit_code == 0, res.output
-    sets = [f"data_root={root}", *VQA_SETS]
-    res = CliRunner().invoke(app, ["pipeline", "--preset", "photos", *(a for s in sets for a in ("--set", s))])
-    assert res.exit_code == 0, res.output
-    return root, res.output
+    return root, _pipeline_on_photos(root, "photos-vqa", VQA_SETS)
 
 
 def test_vqa_v2_questions_keep_their_ten_answers_types_and_ids(vqa_run):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -68,24 +68,33 @@ def json_candidates(storage: Storage, files: list[str]) -> list[str]:
     return sorted(set(found))
 
 
-def _is_id(value: Any) -> bool:
+def is_id(value: Any) -> bool:
     return isinstance(value, int | str) and not isinstance(value, bool)
 
 
-def _looks_coco(storage: Storage, rel: str) -> bool:
+def looks_like(storage: Storage, rel: str, whole: Callable[[Any], bool],
+               ends: Callable[[bytes, bytes], bool]) -> bool:
+    """Whether JSON file `rel` has a format's shape: a small file is parsed and `whole(document)` asked, a large
+    one is judged by `ends(head, tail)`, its first and last bytes (`peek`), without reading it all."""
     try:
-        if (storage.fs.get_file_info(storage.path(rel)).size or 0) <= SMALL:  # small: check the structure itself
-            doc = json.loads(storage.read_bytes(rel).decode("utf-8-sig"))
-            if not isinstance(doc, dict):
-                return False
-            anns = doc.get("annotations")
-            return (isinstance(doc.get("images"), list) and isinstance(anns, list) and bool(anns)
-                    and isinstance(anns[0], dict) and "caption" in anns[0])
+        if (storage.fs.get_file_info(storage.path(rel)).size or 0) <= SMALL:
+            return whole(json.loads(storage.read_bytes(rel).decode("utf-8-sig")))
         head, tail, _ = peek(storage, rel)
     except (OSError, ValueError, RecursionError):  # (ValueError: also OutsideRoot, not UTF-8, not JSON)
         return False
+    return ends(head, tail)
+
+
+def _coco_document(doc: Any) -> bool:
+    anns = doc.get("annotations") if isinstance(doc, dict) else None
+    return (isinstance(doc, dict) and isinstance(doc.get("images"), list) and isinstance(anns, list) and bool(anns)
+            and isinstance(anns[0], dict) and "caption" in anns[0])
+
+
+def _looks_coco(storage: Storage, rel: str) -> bool:
     # Large (COCO train is ~90 MB): "images" leads the document and the annotations end it
-    return b'"images"' in head + tail and b'"caption"' in tail and b'"image_id"' in tail
+    return looks_like(storage, rel, _coco_document, lambda head, tail: b'"images"' in head + tail
+                      and b'"caption"' in tail and b'"image_id"' in tail)
 
 
 class CocoSource(Source):
@@ -124,7 +133,7 @@ class CocoSource(Source):
         images: list[tuple[Any, str]] = []
         bad: list[Bad] = []
         for i, img in enumerate(doc["images"]):
-            if not isinstance(img, dict) or not _is_id(img.get("id")) or not isinstance(img.get("file_name"), str):
+            if not isinstance(img, dict) or not is_id(img.get("id")) or not isinstance(img.get("file_name"), str):
                 bad.append((f"images[{i}]", R.Problem(R.MALFORMED, f"{rel} images[{i}] must be an object with an "
                                                       f"integer or string 'id' and a string 'file_name', got "
                                                       f"{brief(img)}")))
@@ -132,7 +141,7 @@ class CocoSource(Source):
             images.append((img["id"], img["file_name"]))
         captions: dict[Any, list[str]] = {image_id: [] for image_id, _ in images}
         for i, ann in enumerate(doc["annotations"]):
-            if not isinstance(ann, dict) or not _is_id(ann.get("image_id")) or not isinstance(ann.get("caption"), str):
+            if not isinstance(ann, dict) or not is_id(ann.get("image_id")) or not isinstance(ann.get("caption"), str):
                 bad.append((f"annotations[{i}]", R.Problem(R.MALFORMED, f"{rel} annotations[{i}] must be an object "
                                                            f"with an 'image_id' and a string 'caption', got "
                                                            f"{brief(ann)}")))

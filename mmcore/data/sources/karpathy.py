@@ -12,14 +12,13 @@ The image is `filepath/filename`, relative to the root or its images/ folder.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
 from mmcore.data import records as R
 from mmcore.data.sources.base import Source, SourceError
-from mmcore.data.sources.coco import DETECT_MAX, SMALL, brief, json_candidates, load_json, peek
+from mmcore.data.sources.coco import DETECT_MAX, brief, is_id, json_candidates, load_json, looks_like
 from mmcore.data.storage import Storage
 
 SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}  # Karpathy's split -> ours
@@ -27,23 +26,17 @@ NAME_PREFIX = "dataset_"  # dataset_coco.json: a file so named is read (and its 
 Entry = tuple[int, Any, str, str, list[str]]  # (index in 'images', id, image path, split, captions)
 
 
-def _is_id(value: Any) -> bool:
-    return isinstance(value, int | str) and not isinstance(value, bool)
+def _karpathy_document(doc: Any) -> bool:
+    images = doc.get("images") if isinstance(doc, dict) else None
+    return (isinstance(images, list) and bool(images) and isinstance(images[0], dict)
+            and "sentences" in images[0] and "split" in images[0])
 
 
 def _looks_karpathy(storage: Storage, rel: str) -> bool:
     """A JSON object whose 'images' entries carry 'sentences' and a 'split'."""
-    try:
-        if (storage.fs.get_file_info(storage.path(rel)).size or 0) <= SMALL:
-            doc = json.loads(storage.read_bytes(rel).decode("utf-8-sig"))
-            images = doc.get("images") if isinstance(doc, dict) else None
-            return (isinstance(images, list) and bool(images) and isinstance(images[0], dict)
-                    and "sentences" in images[0] and "split" in images[0])
-        head, _, _ = peek(storage, rel)
-    except (OSError, ValueError, RecursionError):  # (ValueError: also OutsideRoot, not UTF-8, not JSON)
-        return False
     # Large (Karpathy's COCO file is ~140 MB): "images" leads it and its first entry is in the first 256 KB
-    return all(key in head for key in (b'"images"', b'"sentences"', b'"split"', b'"filename"'))
+    return looks_like(storage, rel, _karpathy_document, lambda head, _: all(
+        key in head for key in (b'"images"', b'"sentences"', b'"split"', b'"filename"')))
 
 
 def _sentence(value: Any) -> str | None:
@@ -98,7 +91,7 @@ class KarpathySource(Source):
             j = texts.index(None)
             return i, R.Problem(R.MALFORMED, f"{at} sentences[{j}] must be an object with a string 'raw' (or a "
                                              f"'tokens' list of strings), got {brief(img['sentences'][j])}")
-        ident = next((img[k] for k in ("cocoid", "imgid", "id") if _is_id(img.get(k))), None)
+        ident = next((img[k] for k in ("cocoid", "imgid", "id") if is_id(img.get(k))), None)
         ident = ident if ident is not None else img["filename"]
         image = "/".join(p for p in (img.get("filepath", "").strip("/"), img["filename"]) if p)
         return i, ident, image, SPLITS[img["split"]], texts  # type: ignore[return-value]
