@@ -32,7 +32,7 @@ from mmcore.catalog import BundleDir, Catalog
 from mmcore.config import IngestConfig, PipelineConfig, ServingConfig
 from mmcore.io import read_json
 from mmcore.model_card import Provenance, model_card
-from mmcore.registry_gate import Scored, decide
+from mmcore.registry_gate import GateDecision, Scored, decide
 from mmcore.serving import PARAMS, Limits, param_defaults
 from mmcore.stages import package
 from tasks import tracking
@@ -119,12 +119,16 @@ def _existing_result(cfg: PipelineConfig, version: Any, run_id: str) -> dict[str
 
 
 def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, float], run_id: str,
-                    test_digest: str, dataset_digest: str = "") -> dict[str, Any]:
+                    test_digest: str, dataset_digest: str = "", decision: GateDecision | None = None
+                    ) -> dict[str, Any]:
     """Register `bundle` as a new version of the run's model and set the alias the gate decides.
 
     What a reviewer needs travels with the version: the model card (`model_card.md` among the model's
     artifacts, and the version's description, which the MLflow UI renders), the resolved config (the model's
     metadata), and the dataset digest and git commit (version tags).
+
+    `decision` replaces the gate's, for a version whose weights are an existing version's (its search index
+    extended): it takes that version's alias.
 
     Returns name, version, alias (the one set), promoted, reason, metric, model_uri and `champion`: the
     champion it was compared with ({version, metrics, test_digest}, or None for the first model).
@@ -147,7 +151,7 @@ def register_bundle(cfg: PipelineConfig, bundle: str | Path, metrics: dict[str, 
                       "config": cfg.model_dump(mode="json")},
         )
     version = str(info.registered_model_version)
-    gate = decide(Scored(metrics, test_digest, version), champion, cfg.registry)
+    gate = decision or decide(Scored(metrics, test_digest, version), champion, cfg.registry)
     client = tracking.client()
     client.set_registered_model_alias(cfg.model_name, gate.alias, version)
     outcome = "promoted" if gate.promote else "not_promoted"

@@ -25,8 +25,13 @@ LIMITS = Limits(max_rows=64, max_text_chars=60, max_image_bytes=200_000, max_ima
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_bundle, tmp_path_factory):
-    return load_predictor(full_bundle(tiny_bundle, tmp_path_factory.mktemp("batch-model"), LIMITS))
+def bundle(tiny_bundle, tmp_path_factory) -> Path:
+    return full_bundle(tiny_bundle, tmp_path_factory.mktemp("batch-model"), LIMITS)
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle):
+    return load_predictor(bundle)
 
 
 def _image(color, size=(40, 30), fmt="PNG") -> bytes:
@@ -123,19 +128,32 @@ def test_search_reads_queries_from_a_text_file(predictor, tmp_path):
     assert (rows[2]["status"], rows[2]["reason"]) == ("rejected", R.TEXT_TOO_LONG)
 
 
-def test_a_killed_run_resumes_from_its_last_whole_shard(predictor, inbox, tmp_path):
+KILLED_AFTER_TWO_SHARDS = """
+import os, signal, sys
+from pathlib import Path
+from mmcore import batch as B
+from mmcore.serving import load_predictor
+lines = []
+def log(line):
+    lines.append(line)
+    if len(lines) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # dies at once, as a killed worker does: no cleanup runs
+B.predict(load_predictor(sys.argv[1]), B.read_requests(sys.argv[2], "caption"), "caption", Path(sys.argv[3]),
+          B.ModelRef("mmcore-test", "7", "digest-of-the-model"), shard_rows=3, log=log)
+"""
+
+
+def test_a_killed_run_resumes_from_its_last_whole_shard(predictor, bundle, inbox, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
     whole, expected = _run(predictor, inbox, "caption", tmp_path / "whole.parquet", shard_rows=3)
 
     out = tmp_path / "killed.parquet"
-    seen = []
-
-    def killed_after_two(line: str) -> None:
-        seen.append(line)
-        if len(seen) == 2:
-            raise KeyboardInterrupt  # the run dies after writing two shards
-
-    with pytest.raises(KeyboardInterrupt):
-        _run(predictor, inbox, "caption", out, shard_rows=3, log=killed_after_two)
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_TWO_SHARDS, str(bundle), str(inbox), str(out)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     assert not out.exists() and len(list(B.parts_folder(out).glob("*.parquet"))) == 2
     (B.parts_folder(out) / ".leftover.parquet.tmp").write_bytes(b"half a file")  # a write the kill interrupted
 
@@ -182,3 +200,19 @@ def test_an_empty_drop_folder_gives_an_empty_table(predictor, tmp_path):
     (tmp_path / "empty").mkdir()
     report, table = _run(predictor, tmp_path / "empty", "caption", tmp_path / "none.parquet")
     assert report.rows_in == 0 and table.num_rows == 0 and table.schema.equals(B.output_schema("caption", 16))
+
+
+def test_inputs_in_an_object_store_give_the_same_rows_as_a_local_folder(predictor, inbox, tmp_path):
+    import boto3
+
+    from tests.servers import aws_env, moto_server
+
+    _, local = _run(predictor, inbox, "caption", tmp_path / "local.parquet")
+    with moto_server() as endpoint, aws_env(endpoint):
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="inbox")
+        for path in sorted(inbox.iterdir()):
+            s3.put_object(Bucket="inbox", Key=f"drop/{path.name}", Body=path.read_bytes())
+        report, remote = _run(predictor, "s3://inbox/drop", "caption", tmp_path / "remote.parquet")
+    assert report.rows_in == len(GOOD) + len(BAD)
+    assert remote.drop(["where"]).equals(local.drop(["where"]))
