@@ -186,6 +186,9 @@ def predict(
         raise ValueError(f"--add-to-index needs --task embed (the images' embeddings); got --task {task}")
     if k < 1 or shard_rows < 1:
         raise ValueError(f"-k and --shard-rows must be integers >= 1; got {k} and {shard_rows}")
+    from tasks.predict import check_model
+
+    check_model(model, dataset)
     api = PrefectApi.start()
     from flows.predict import batch_predict_flow
 

@@ -46,7 +46,18 @@ def default_uri(dataset: str) -> str:
     return f"models:/{PipelineConfig(dataset=dataset).model_name}@champion"
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+def check_model(uri: str | None, dataset: str) -> None:
+    """Raises ValueError, in one line, when `uri` (default: the dataset's @champion) names no model: what
+    `mm predict` checks before it starts anything."""
+    uri = uri or default_uri(dataset)
+    if uri.startswith("models:/"):
+        _version(uri)
+    elif "://" not in uri and not (Path(uri) / "MLmodel").is_file():
+        raise ValueError(f"--model {uri} is not a model folder (no MLmodel file); give models:/<name>@<alias>, "
+                         f"models:/<name>/<version> or a saved model's folder")
+
+
+@task
 def resolve_model(uri: str | None, dataset: str, cache: str) -> Model:
     """The model `uri` names (default: the dataset's @champion), its files copied under `cache` once per
     version and checked on every reuse. A `models:/` URI is resolved to its version first, so every row of a

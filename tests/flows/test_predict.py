@@ -135,14 +135,20 @@ def _ids(predictor, text: str):
     (["--out", "preds.csv"], "--out preds.csv must name a Parquet file (ending in .parquet)"),
     (["--add-to-index"], "--add-to-index needs --task embed"),
     (["--input", "/nonexistent/inbox"], "/nonexistent/inbox does not exist"),
+    (["--dataset", "nothing-registered"], "model models:/mmcore-nothing-registered@champion is not in the registry"),
+    (["--model", "/nonexistent/model"], "--model /nonexistent/model is not a model folder"),
 ])
-def test_bad_options_are_one_line_before_any_server(inbox, tmp_path, args, message):
+def test_bad_options_are_refused_before_any_server(inbox, tmp_path, args, message):
     base = {"--input": str(inbox), "--out": str(tmp_path / "p.parquet")}
     given = dict(zip(args[::2], args[1::2], strict=True)) if len(args) % 2 == 0 else {}
-    argv = ["predict"] + [x for k, v in base.items() if k not in given for x in (k, v)] + args
-    done = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", *argv], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stdout
-    assert "Traceback" not in done.stderr and "Prefect" not in done.stdout
+    res = _mm("predict", *[x for k, v in base.items() if k not in given for x in (k, v)], *args)
+    assert isinstance(res.exception, ValueError) and message in str(res.exception), res.output
+    assert "Prefect" not in res.output and "\n" not in str(res.exception)
+
+
+def test_a_bad_option_is_one_line_on_the_command_line(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "predict", "--input",
+                           str(tmp_path), "--out", "preds.csv"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert done.stdout.strip() == "error: --out preds.csv must name a Parquet file (ending in .parquet)"
