@@ -1,5 +1,5 @@
 """The registered model deploys away from this checkout: a fresh virtualenv built from nothing but the model's
-own requirements.txt (offline, from the machine's package sources) loads `models:/mmcore-smoke@champion`,
+own requirements.txt (offline, from the machine's package sources) loads `models:/mmcore-deploy@champion`,
 answers all five tasks as this process does, and `mlflow models serve` from that environment answers them over
 HTTP. The environment has neither the project nor Prefect installed, and it does not run in this checkout: the
 library comes from the model's own code folder."""
@@ -20,7 +20,7 @@ from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.slow
 
-MODEL = "models:/mmcore-smoke@champion"
+MODEL = "models:/mmcore-deploy@champion"
 NOT_FOR_LOADING = ("prefect", "ray", "dask", "pytest", "moto", "hypothesis", "ruff", "pycocoevalcap",
                    "mmcore-pipelines", "sacrebleu")
 COLUMNS = ["task", "image", "question", "text", "lang"]
@@ -44,20 +44,29 @@ print(json.dumps({"missing_before_load": missing, "mmcore": mmcore.__file__,
 
 
 @pytest.fixture(scope="module")
-def champion(harness, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A tiny pipeline run whose model is @champion; the requests for all five tasks and this process's answers."""
+def champion(harness, tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A model with all five heads registered as the pipeline registers one (`register_bundle`, which the
+    evaluate flow's registration calls) and made @champion; the requests for all five tasks and this
+    process's answers. Its weights are untrained: what is tested is that it loads and answers elsewhere."""
+    import io
+
     import mlflow.pyfunc
     import pandas as pd
+    from PIL import Image
 
-    from flows.pipeline import pipeline_flow
     from mmcore.config import load_config
-    from mmcore.data.synth import generate_shapes
+    from tasks import tracking
+    from tasks.register import register_bundle
+    from tests.mmcore.test_serving import full_bundle
 
-    data_root = tmp_path_factory.mktemp("env-data")
-    generate_shapes(data_root / "raw" / "smoke", 60, seed=4, image_size=32)
-    pipeline_flow(load_config("smoke", {"data_root": str(data_root), "pretrain.epochs": 1, "heads.epochs": 1,
-                                        "heads.text_epochs": 1}))
-    image = base64.b64encode((data_root / "raw/smoke/images/000000.png").read_bytes()).decode()
+    cfg = load_config("smoke", {}, dataset="deploy")
+    bundle = full_bundle(tiny_bundle, tmp_path_factory.mktemp("env-model"), None)
+    with tracking.stage_run(cfg, "evaluate") as run_id:
+        model = register_bundle(cfg, bundle, {"t2i_r1": 0.3, "t2i_r1_baseline": 0.01}, run_id, "split-a", "d" * 64)
+    assert f"models:/{model['name']}@{model['alias']}" == MODEL
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 30, 30)).save(buf, format="PNG")
+    image = base64.b64encode(buf.getvalue()).decode()
     rows = [{"task": "caption", "image": image}, {"task": "ask", "image": image, "question": "how many shapes?"},
             {"task": "search", "text": "a large blue square"}, {"task": "translate", "text": "a red circle",
                                                                  "lang": "zh"},
