@@ -1,5 +1,5 @@
-"""A PNG of the MLflow UI's experiment page (its runs), taken with headless Chromium: a look at the runs
-without opening a browser.
+"""A PNG of the MLflow UI's experiment page (its runs), or of a registered model version's page (its model
+card and metrics), taken with headless Chromium: a look at the runs without opening a browser.
 
 Starts `mlflow server` on 127.0.0.1 for the tracking store (default: the project's embedded store, as
 `mm home` prints it), opens `#/experiments/<id>/runs` (the runs table; without `/runs` MLflow 3 opens a
@@ -10,6 +10,8 @@ tracking URI is an already running server: it is screenshotted as is.
     .venv/bin/python bench/screenshot_mlflow.py --experiment smoke --out smoke.png
     .venv/bin/python bench/screenshot_mlflow.py --tracking-uri sqlite:///other/mlflow.db
     .venv/bin/python bench/screenshot_mlflow.py --tracking-uri http://127.0.0.1:5000
+    .venv/bin/python bench/screenshot_mlflow.py --model mmcore-demo --out card.png   # @champion's version page
+    .venv/bin/python bench/screenshot_mlflow.py --model mmcore-demo --version 2 --dom card.html
 
 Needs a Chromium binary (chromium, chromium-browser or google-chrome): `sudo apt-get install chromium`.
 """
@@ -109,26 +111,57 @@ def pick_experiment(server_url: str, name: str | None) -> str:
     raise SystemExit(f"No experiment with runs in {server_url}: run a pipeline first (`mm pipeline --preset smoke`)")
 
 
+def model_version_page(server_url: str, model: str, version: str | None) -> str:
+    """The UI address of version `version` of registered model `model` (default: its @champion)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if version is None:
+        try:
+            version = str(MlflowClient(tracking_uri=server_url).get_model_version_by_alias(model, "champion").version)
+        except MlflowException as exc:
+            raise SystemExit(f"No @champion of registered model {model!r}: {exc.message.splitlines()[0]}") from None
+    return f"{server_url}/#/models/{model}/versions/{version}"
+
+
+def _chromium(browser: str, profile: str, width: int, height: int, budget_ms: int, *args: str) -> list[str]:
+    cmd = [browser, "--headless", "--disable-gpu", "--hide-scrollbars", "--no-first-run", f"--user-data-dir={profile}",
+           f"--window-size={width},{height}", f"--virtual-time-budget={budget_ms}", *args]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
+    return cmd
+
+
 def screenshot(browser: str, url: str, out: Path, width: int, height: int, budget_ms: int) -> None:
     """Headless Chromium renders `url` (a single-page app: JavaScript gets `budget_ms` of virtual time)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="mm-chromium-") as profile:
-        cmd = [browser, "--headless", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-               f"--user-data-dir={profile}", f"--screenshot={out.resolve()}", f"--window-size={width},{height}",
-               f"--virtual-time-budget={budget_ms}", url]
-        if os.geteuid() == 0:
-            cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
+        cmd = _chromium(browser, profile, width, height, budget_ms, f"--screenshot={out.resolve()}", url)
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_ms / 1000 + 120)
     if res.returncode != 0 or not out.is_file():
         raise SystemExit(f"{browser} exited with {res.returncode} and wrote no {out}:\n{res.stderr[-2000:]}")
+
+
+def rendered_dom(browser: str, url: str, out: Path, width: int, height: int, budget_ms: int) -> None:
+    """The page's DOM after its JavaScript ran (what the screenshot shows, as HTML), written to `out`."""
+    with tempfile.TemporaryDirectory(prefix="mm-chromium-") as profile:
+        cmd = _chromium(browser, profile, width, height, budget_ms, "--dump-dom", url)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_ms / 1000 + 120)
+    if res.returncode != 0 or not res.stdout:
+        raise SystemExit(f"{browser} exited with {res.returncode} and printed no page:\n{res.stderr[-2000:]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(res.stdout, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", help="store or server to show (default: the project's, see `mm home`)")
     ap.add_argument("--experiment", help="experiment name (default: the most recently updated one with runs)")
+    ap.add_argument("--model", help="show this registered model's version page instead of the runs")
+    ap.add_argument("--version", help="the version of --model (default: its @champion)")
     ap.add_argument("--out", type=Path, default=Path("mlflow-runs.png"))
+    ap.add_argument("--dom", type=Path, help="also write the rendered page's HTML here")
     ap.add_argument("--window-size", default="1600,1000", help="WIDTH,HEIGHT in pixels")
     ap.add_argument("--budget-ms", type=int, default=15000, help="virtual time for the page's JavaScript")
     args = ap.parse_args(argv)
@@ -145,8 +178,11 @@ def main(argv: list[str] | None = None) -> Path:
                 started = time.monotonic()
                 proc, base = start_server(uri, Path(tmp) / "server.log")
                 print(f"mlflow server for {uri} up on {base} in {time.monotonic() - started:.1f} s")
-            url = f"{base}/#/experiments/{pick_experiment(base, args.experiment)}/runs"  # the runs table
+            url = (model_version_page(base, args.model, args.version) if args.model else
+                   f"{base}/#/experiments/{pick_experiment(base, args.experiment)}/runs")  # the runs table
             screenshot(browser, url, args.out, width, height, args.budget_ms)
+            if args.dom:
+                rendered_dom(browser, url, args.dom, width, height, args.budget_ms)
         finally:
             if proc is not None:
                 stop_server(proc)

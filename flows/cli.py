@@ -10,6 +10,7 @@ flow (or to the library); nothing below reads a preset again.
     mm pretrain | extract | train | evaluate one stage (same options)
     mm caption IMAGE / mm ask IMAGE "QUESTION" / mm search "TEXT"   use the @champion model
     mm translate "a red circle on the left" --to zh / mm generate "two shapes" --lang en
+    mm predict --input data/inbox --task caption --out preds.parquet   batch inference with @champion
     mm runs compare --metrics t2i_r1,vqa_acc --limit 3 --plot runs.png   the newest pipeline runs side by side
 """
 
@@ -156,6 +157,56 @@ def pipeline(preset: Preset = "demo", dataset: Dataset = None, sets: Sets = None
     with running(api):
         result = pipeline_flow(cfg, fresh)
     print_metrics(result["metrics"])
+
+
+@app.command()
+def predict(
+    input_: Annotated[str, typer.Option("--input", "-i", help="a folder of images, a Parquet table, any source "
+                                        "ingest reads, or an s3:// URI (search: a .txt of queries, one per line)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the Parquet file to write: one row per input")],
+    task: Annotated[str, typer.Option(help="caption, ask, embed or search")] = "caption",
+    question: Annotated[str | None, typer.Option(help="ask: the question for every image (default: each "
+                                                      "record's own questions)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model URI (default models:/mmcore-<dataset>"
+                                              "@champion)")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset whose champion to use")] = "shapes",
+    fmt: Format = None,
+    k: Annotated[int, typer.Option("-k", help="search: results per query")] = 5,
+    shard_rows: Annotated[int, typer.Option(help="inputs per shard, the unit a killed run resumes from")] = 256,
+    add_to_index: Annotated[bool, typer.Option("--add-to-index", help="embed: register a version of the model "
+                                               "whose search index also ranks these images")] = False,
+) -> None:
+    """Score a folder or table of new inputs with the champion: an answer or a rejection per input."""
+    from mmcore import batch
+
+    batch.read_requests(input_, task, fmt or "auto", question)  # a bad task, question or input: before any server
+    if out.suffix.lower() != ".parquet":
+        raise ValueError(f"--out {out} must name a Parquet file (ending in .parquet)")
+    if add_to_index and task != "embed":
+        raise ValueError(f"--add-to-index needs --task embed (the images' embeddings); got --task {task}")
+    if k < 1 or shard_rows < 1:
+        raise ValueError(f"-k and --shard-rows must be integers >= 1; got {k} and {shard_rows}")
+    from tasks.predict import check_model
+
+    check_model(model, dataset)
+    api = PrefectApi.start()
+    from flows.predict import batch_predict_flow
+
+    with running(api):
+        r = batch_predict_flow(input_, str(out), task, model, dataset, question, fmt or "auto", k, shard_rows,
+                               add_to_index)
+    table = Table(title=f"{task} with {r['model']['name'] or model} version {r['model']['version'] or '-'}")
+    for col in ("inputs", "answered", "rejected", "shards", "reused"):
+        table.add_column(col, justify="right")
+    table.add_row(*map(str, (r["rows_in"], r["answered"], r["rejected"], r["shards"], r["shards_reused"])))
+    console.print(table)
+    if r["rejects_by_reason"]:
+        console.print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in r["rejects_by_reason"].items()))
+    console.print(f"written to {r['out']} (MLflow run {r['run_id']})")
+    if "index" in r:
+        ix = r["index"]
+        console.print(f"search index + {ix['added']} images: registered {ix['name']} version {ix['version']} "
+                      f"as @{ix['alias']}")
 
 
 @app.command()

@@ -123,29 +123,43 @@ class Predictor:
         arrays = []
         for i, data in enumerate(images):
             try:
-                # bundles from before ingest.resize existed squashed their images
-                arrays.append(decode_image(data, self.meta["image_size"], self.max_image_pixels,
-                                           self.meta.get("resize", "squash")))
+                arrays.append(self.pixels(data))
             except ValueError as exc:
                 raise ImageError(i, str(exc)) from None
         return torch.from_numpy(np.stack(arrays)).to(self.device)
 
+    def pixels(self, data: bytes) -> np.ndarray:
+        """One image file -> the (3, S, S) uint8 array the model sees; ValueError (a one-line reason that reads
+        after "the image") when it cannot be used."""
+        # bundles from before ingest.resize existed squashed their images
+        return decode_image(data, self.meta["image_size"], self.max_image_pixels, self.meta.get("resize", "squash"))
+
     @torch.no_grad()
     def caption(self, images: list[bytes]) -> list[str]:
+        return self.caption_pixels(self._images(images))
+
+    @torch.no_grad()
+    def caption_pixels(self, pixels: torch.Tensor) -> list[str]:
+        """Captions of (B, 3, S, S) uint8 images (`pixels` of each)."""
         if self.heads.captioner is None:
             raise RuntimeError("this model has no caption head")
-        feats = self.encoder.encode_image(self._images(images))
+        feats = self.encoder.encode_image(pixels.to(self.device))
         ids = self.heads.captioner.generate(feats.grid, feats.pooled, self.tokenizer.bos_id, self.tokenizer.eos_id,
                                             self.meta["max_caption_len"])
         return [self.tokenizer.decode(row) for row in ids.cpu().tolist()]
 
     @torch.no_grad()
     def answer(self, images: list[bytes], questions: list[str]) -> list[tuple[str, float]]:
-        if self.heads.vqa is None:
-            raise RuntimeError("this model has no VQA head")
         if len(images) != len(questions):
             raise ValueError(f"need one question per image, got {len(images)} images and {len(questions)}")
-        feats = self.encoder.encode_image(self._images(images))
+        return self.answer_pixels(self._images(images), questions)
+
+    @torch.no_grad()
+    def answer_pixels(self, pixels: torch.Tensor, questions: list[str]) -> list[tuple[str, float]]:
+        """(answer, probability) for each of (B, 3, S, S) uint8 images and its question."""
+        if self.heads.vqa is None:
+            raise RuntimeError("this model has no VQA head")
+        feats = self.encoder.encode_image(pixels.to(self.device))
         q = pad_batch(self.tokenizer.encode(questions, self.meta["max_text_len"])).to(self.device)
         probs = self.heads.vqa(feats.grid, feats.pooled, q).softmax(-1).cpu()
         best = probs.max(dim=-1)
@@ -186,6 +200,11 @@ class Predictor:
         out = self.heads.generator.generate(lang_idx, prompt_ids, self.tokenizer.eos_id, self.meta["max_text_len"],
                                             temperature, top_k, top_p, gen)
         return [self.tokenizer.decode(row) for row in out]
+
+    @torch.no_grad()
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """(B, D) float32 unit-length image embeddings of (B, 3, S, S) uint8 images: what search ranks."""
+        return self.encoder.encode_image(pixels.to(self.device)).embedding.cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def search(self, texts: list[str], k: int = 5) -> list[list[Match]]:

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +79,31 @@ def start_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None)
 
     The run is named `<stage>-<Prefect flow run name>`, so the two UIs point at each other by name too.
     """
+    run_id = _create_run(cfg.dataset, stage, cfg.flat(), {}, parent_run_id)
+    client().log_dict(run_id, cfg.model_dump(mode="json"), "config.json")
+    return run_id
+
+
+def _create_run(dataset: str, stage: str, params: dict[str, Any], extra_tags: dict[str, str],
+                parent_run_id: str | None = None, source: str | None = None) -> str:
+    """A run of `stage` in experiment `dataset`, named and tagged as every run is, with `params`."""
     prefect = _prefect_tags()
     name = f"{stage}-{prefect['prefect.flow_run_name']}" if prefect else stage
-    tags = {MLFLOW_RUN_NAME: name, "stage": stage, "dataset": cfg.dataset, "mlflow.source.name": f"flows/{stage}.py",
-            "mlflow.source.type": "JOB", crashed.TAG: crashed.process_id(), **git_tags(), **prefect}
+    tags = {MLFLOW_RUN_NAME: name, "stage": stage, "dataset": dataset,
+            "mlflow.source.name": source or f"flows/{stage}.py", "mlflow.source.type": "JOB",
+            crashed.TAG: crashed.process_id(), **git_tags(), **prefect, **extra_tags}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     c = client()
-    experiment = experiment_id(cfg.dataset)
+    experiment = experiment_id(dataset)
     if not parent_run_id:  # a new run: end those that a killed process left running
         crashed.fail_mlflow_runs(c, experiment)
         if prefect:
             crashed.crash_flow_runs()
     run = c.create_run(experiment, tags=tags, run_name=name)
-    params = [Param(k, str(v)) for k, v in cfg.flat().items()]
-    for i in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
-        c.log_batch(run.info.run_id, params=params[i : i + 90])
-    c.log_dict(run.info.run_id, cfg.model_dump(mode="json"), "config.json")
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 90):  # MLflow takes at most 100 params per batch
+        c.log_batch(run.info.run_id, params=items[i : i + 90])
     if prefect:
         _tag_flow_run(prefect["prefect.flow_run_id"], run.info.run_id, run.info.experiment_id)
     return run.info.run_id
@@ -116,10 +124,19 @@ def end_run(run_id: str, failed: bool = False) -> None:
     client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
-@contextmanager
-def stage_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None) -> Iterator[str]:
+def stage_run(cfg: PipelineConfig, stage: str, parent_run_id: str | None = None) -> AbstractContextManager[str]:
     """A run that is marked FAILED if the block raises and FINISHED otherwise."""
-    run_id = start_run(cfg, stage, parent_run_id)
+    return _ended(start_run(cfg, stage, parent_run_id))
+
+
+def job_run(dataset: str, stage: str, params: dict[str, Any], tags: dict[str, str]) -> AbstractContextManager[str]:
+    """A run of a job that is not a pipeline stage (batch inference), with its own params: FAILED if the
+    block raises, FINISHED otherwise."""
+    return _ended(_create_run(dataset, stage, params, tags, source="flows/predict.py"))
+
+
+@contextmanager
+def _ended(run_id: str) -> Iterator[str]:
     failed = True
     try:
         yield run_id

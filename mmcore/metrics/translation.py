@@ -7,9 +7,10 @@ reference: both metrics lower-case hypotheses and references (sacrebleu's `lower
 
 from __future__ import annotations
 
-import sacrebleu
-
 from mmcore.metrics.captions import check_pairs
+
+# sacrebleu is imported where it scores: the registered model imports this package (through training code it
+# shares) but never scores, so its environment does not need sacrebleu.
 
 
 def _streams(refs: list[list[str]]) -> list[list[str | None]]:
@@ -26,6 +27,8 @@ def sacrebleu_tokenize(lang: str) -> str:
 def bleu(hyps: list[str], refs: list[list[str]], lang: str = "en") -> float:
     """Corpus BLEU (0-100) as `sacrebleu -l xx-<lang> -lc`: 4-gram, tokenizer "13a" ("zh" for Chinese: one
     token per character), exponential smoothing, no effective order, case-insensitive."""
+    import sacrebleu
+
     check_pairs(hyps, refs)
     scorer = sacrebleu.BLEU(lowercase=True, tokenize=sacrebleu_tokenize(lang))
     return float(scorer.corpus_score(hyps, _streams(refs)).score)
@@ -34,5 +37,7 @@ def bleu(hyps: list[str], refs: list[list[str]], lang: str = "en") -> float:
 def chrf(hyps: list[str], refs: list[list[str]]) -> float:
     """Corpus chrF (0-100) as `sacrebleu -m chrf --chrf-lowercase`: character 6-grams, beta 2, case-insensitive;
     meaningful for Chinese as it is."""
+    import sacrebleu
+
     check_pairs(hyps, refs)
     return float(sacrebleu.CHRF(lowercase=True).corpus_score(hyps, _streams(refs)).score)

@@ -21,7 +21,7 @@ from mmcore.catalog import BundleDir, Catalog, ProcessedDir
 from mmcore.config import PipelineConfig
 from mmcore.data.storage import is_uri
 from mmcore.features import image_index
-from mmcore.io import combined_digest, file_sha256, write_json
+from mmcore.io import combined_digest, file_sha256, read_json, write_json
 from mmcore.serving import Limits
 
 
@@ -87,3 +87,27 @@ def split_digest(processed: ProcessedDir, split: str = "test") -> str:
             digest.update(row["sample_id"].encode() + b"\0" + hashlib.sha256(row["image"]).digest())
             digest.update(repr((row["captions"], row["qa"])).encode())
     return digest.hexdigest()
+
+
+def extend_index(src: BundleDir, dest: BundleDir, embedded: pa.Table, root: str) -> int:
+    """A copy of bundle `src` in `dest` whose search index also ranks the answered rows of `embedded` (batch
+    inference's embed output: id, embedding, image_path, status), without retraining anything.
+
+    Their image paths are made absolute under `root` (the input's folder or URI), so a search result names a
+    file wherever the model is served; an id already in the index is replaced by the new embedding.
+    Returns the number of images added or replaced.
+    """
+    new = embedded.filter(pc.equal(embedded["status"], "ok"))
+    index = pq.read_table(src.index)
+    if new.num_rows and new.schema.field("embedding").type != index.schema.field("image_embedding").type:
+        raise ValueError(f"the embeddings are {new.schema.field('embedding').type}; the index holds "
+                         f"{index.schema.field('image_embedding').type}: embed with the same model")
+    base = root.rstrip("/") if is_uri(root) else str(Path(root).resolve())
+    paths = [p if is_uri(p) or Path(p).is_absolute() else f"{base}/{p}" for p in new["image_path"].to_pylist()]
+    added = pa.table({"sample_id": new["id"], "image_path": pa.array(paths, pa.string()),
+                      "image_embedding": new["embedding"]})
+    kept = index.filter(pc.invert(pc.is_in(index["sample_id"], value_set=added["sample_id"])))
+    meta = read_json(src.meta)
+    meta["index_rows"] = kept.num_rows + added.num_rows
+    write_bundle(dest, src.encoder, src.heads, src.tokenizer, pa.concat_tables([kept, added.cast(kept.schema)]), meta)
+    return added.num_rows

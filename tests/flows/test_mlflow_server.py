@@ -299,6 +299,24 @@ def test_served_champion_refuses_malformed_requests_in_one_line_and_stays_up(run
     assert (status, after) == (200, before)  # still up, and answering as before
 
 
+def test_concurrent_clients_are_all_answered_as_one_client_is(run: dict, served: str):
+    """8 clients at once, good and bad requests mixed: every good one gets the answer a lone client gets, every
+    bad one its 400, and the server is still up afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = base64.b64encode((run["data_root"] / "raw/smoke/images/000001.png").read_bytes()).decode()
+    requests = [([{"task": "search", "text": "a small red circle"}], {"k": 2}),
+                ([{"task": "caption", "image": image}], None),
+                ([{"task": "ask", "image": image, "question": "how many shapes are there?"}], None),
+                ([{"task": "summarize", "text": "x"}], None)]  # refused
+    alone = [_invoke(served, rows, params) for rows, params in requests]
+    assert [status for status, _ in alone] == [200, 200, 200, 400]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda i: _invoke(served, *requests[i % 4]), range(48)))
+    assert together == [alone[i % 4] for i in range(48)]
+    assert _invoke(served, *requests[0]) == alone[0]
+
+
 # A look at the runs --------------------------------------------------------------------------------------------
 
 
@@ -322,6 +340,29 @@ def test_screenshot_script_shows_the_experiment(run: dict, tmp_path: Path):
         assert img.format == "PNG" and img.width >= 800 and img.height >= 600
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50  # a rendered page, not a blank single colour
+
+
+def test_the_champions_version_page_shows_its_model_card_and_metrics(run: dict, tmp_path: Path):
+    from PIL import Image
+
+    from bench.screenshot_mlflow import BROWSERS
+
+    if not any(shutil.which(b) for b in BROWSERS):
+        pytest.skip("no Chromium binary (chromium, chromium-browser, google-chrome): apt-get install chromium")
+    out, dom = tmp_path / "card.png", tmp_path / "card.html"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "screenshot_mlflow.py"), "--tracking-uri",
+                          run["url"], "--model", MODEL, "--out", str(out), "--dom", str(dom)],
+                         cwd=tmp_path, env=_without_s3(dict(os.environ)), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width >= 800
+    page = re.sub(r"<[^>]+>", " ", dom.read_text(encoding="utf-8"))  # the rendered text
+    version = _client(run).get_model_version_by_alias(MODEL, "champion")
+    assert f"Version {version.version}" in page
+    # the card, rendered from markdown: its title, the metrics table with a baseline, and the provenance
+    for shown in (MODEL, "Test metrics", "t2i_r1", f"{run['result']['metrics']['t2i_r1']:.4f}", "Provenance",
+                  version.tags["dataset_digest"]):
+        assert shown in page, shown
 
 
 def test_served_champion_refuses_unknown_params_that_mlflow_alone_would_drop(served: str):

@@ -4,6 +4,9 @@ temporary folder) as better and worse versions arrive."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 
@@ -121,3 +124,40 @@ def test_register_moves_champion_only_for_a_better_model(mlflow_store, tiny_bund
     scores = champion_scores(cfg)
     assert (scores.version, scores.test_digest, scores.metrics["t2i_r1"]) == ("3", "split-a", pytest.approx(0.40))
 
+
+
+def test_a_version_carries_its_card_config_dataset_digest_and_commit(mlflow_store, tiny_bundle, tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mmcore.config import load_config
+    from tasks import tracking
+
+    cfg = load_config("smoke", {}, dataset="card")
+    with tracking.stage_run(cfg, "evaluate") as run_id:
+        model = register_bundle_with(cfg, tiny_bundle, run_id, dataset_digest="d" * 64)
+    client = MlflowClient()
+    version = client.get_model_version("mmcore-card", model["version"])
+    commit = tracking.git_tags().get("mlflow.source.git.commit", "unknown")
+    assert version.tags["dataset_digest"] == "d" * 64 and version.tags["git_commit"] == commit
+    card = version.description
+    assert card.startswith("# mmcore-card\n") and f"`{'d' * 64}`" in card and commit in card
+    assert "| t2i_r1 | 0.3000 | 0.0100 |" in card  # the metric beside its baseline
+    assert "- `search`" in card and "- `ask`" in card and "- `caption`" not in card  # what was evaluated
+    assert card.rstrip().endswith("Registered as @champion: no @champion yet: the first model becomes @champion.")
+    local = Path(mlflow.artifacts.download_artifacts(model["model_uri"], dst_path=str(tmp_path / "model")))
+    logged = (local / "artifacts" / "model_card.md").read_text(encoding="utf-8")
+    assert card.startswith(logged)  # the same card travels with the model
+    meta = mlflow.models.Model.load(str(local / "MLmodel")).metadata
+    assert meta["config"] == json.loads(json.dumps(cfg.model_dump(mode="json")))
+    assert (local / "code" / "mmcore" / "serving.py").is_file()  # the library travels with it too
+    assert not list((local / "code").rglob("__pycache__"))
+
+
+def register_bundle_with(cfg, bundle, run_id: str, dataset_digest: str) -> dict:
+    from tasks import tracking
+    from tasks.register import register_bundle
+
+    metrics = _metrics(0.30)
+    tracking.log_metrics(run_id, metrics)
+    return register_bundle(cfg, bundle, metrics, run_id, "split-a", dataset_digest)

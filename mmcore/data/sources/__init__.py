@@ -23,7 +23,7 @@ import importlib
 import json
 from pathlib import Path
 
-from mmcore.data.sources.base import Source, SourceError
+from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError
 from mmcore.data.storage import Storage, is_uri
 
 # Detection order matters: the first reader that recognises the files wins.
@@ -67,25 +67,36 @@ def _split_file(uri: str) -> tuple[Storage, str | None]:
     return folder, name
 
 
-def open_source(uri: str | Path, fmt: str = "auto") -> Source:
+def open_source(uri: str | Path, fmt: str = "auto", text_required: bool = True) -> Source:
     """Opens a dataset folder or annotation file; the format is detected unless given.
+
+    `text_required=False` reads inputs for batch inference: a folder of images without captions is a
+    `folder` source, and a Parquet table needs only its image column (and a question needs no answer).
+    Records without text are then yielded with the `no_text` problem, which the caller may ignore.
 
     Raises SourceError, before any record is read, when the location is missing, the format cannot be
     recognised, or an annotation file is malformed.
     """
     storage, file = _split_file(str(uri))
+
+    def make(name: str) -> Source:
+        relaxed = not text_required and name == "parquet"
+        return reader(name)(storage, file, text_required=False) if relaxed else reader(name)(storage, file)
+
     if fmt != "auto":
-        return reader(fmt)(storage, file)
+        reader(fmt)  # an unknown format is named before anything else
+        return make(fmt)
     files = [file] if file else storage.files(recursive=False)
     for name in READERS:
-        cls = reader(name)
-        if cls.detect(storage, files):
-            return cls(storage, file)
+        if reader(name).detect(storage, files):
+            return make(name)
     if file is None:  # e.g. a folder of sub-folders of images with sidecar captions
         files = storage.files()
         for name in ("webdataset", "parquet", "folder"):
             if reader(name).detect(storage, files):
-                return reader(name)(storage, file)
+                return make(name)
+    if not text_required and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+        return make("folder")  # images alone
     expected = "; ".join(f"{name}: {reader(name).description}" for name in READERS)
     raise SourceError(f"cannot tell the format of {storage.describe(file or '')}.{_json_problems(storage, files)} "
                       f"Expected one of: {expected}. Name it with --format if it is one of these.")

@@ -166,8 +166,10 @@ class ParquetSource(Source):
     format = "parquet"
     description = "Parquet tables with an image (bytes, {bytes, path} or path) column and caption/text/captions"
 
-    def __init__(self, storage: Storage, file: str | None = None):
+    def __init__(self, storage: Storage, file: str | None = None, text_required: bool = True):
         super().__init__(storage, file)
+        # False (batch inference): an image column alone will do, and a question needs no answer
+        self.text_required = text_required
         self.paths = [file] if file else [f for f in storage.files() if f.lower().endswith(".parquet")]
         if not self.paths:
             raise SourceError(f"{storage.describe('')} has no .parquet files")
@@ -189,8 +191,8 @@ class ParquetSource(Source):
         types = {f.name: f.type for f in schema}
         image = next((c for c in IMAGE_COLUMNS if c in types), None)
         text = next((c for c in (*CAPTION_COLUMNS, "captions") if c in types), None)
-        qa = "question" in types and "answer" in types
-        if image is None or (text is None and not qa):
+        qa = "question" in types and ("answer" in types or not self.text_required)
+        if image is None or (text is None and not qa and self.text_required):
             missing = "image" if image is None else "text"
             raise SourceError(
                 f"{where}: no {missing} column; columns found: {', '.join(types) or 'none'}. Expected an image "
@@ -201,7 +203,7 @@ class ParquetSource(Source):
         if kind is None:
             raise SourceError(f"{where}: column {image!r} has type {types[image]}; expected binary, string, "
                               f"or a struct with a bytes (binary) and/or path (string) field")
-        optional = [c for c in ("lang", "id") if c in types] + (["question", "answer"] if qa else [])
+        optional = [c for c in ("lang", "id") if c in types] + [c for c in ("question", "answer") if qa and c in types]
         for column in [text, *optional]:
             t = types.get(column)
             if column == "captions" and (pa.types.is_list(t) or pa.types.is_large_list(t)):
@@ -249,6 +251,8 @@ class ParquetSource(Source):
         texts = values.get(plan["text"]) if plan["text"] else None
         texts = [t for t in (texts if isinstance(texts, list) else [texts]) if t is not None]
         question, answer = values.get("question"), values.get("answer")
+        if answer is None and question is not None and not self.text_required:
+            answer = ""  # a question to answer (batch inference), not a training example
         if (question is None) != (answer is None):
             problem = R.Problem(R.MALFORMED, f"{where}: a question without an answer, or an answer without one")
             return R.SourceRecord(number, key, where, None, problem=problem)
