@@ -57,15 +57,20 @@ def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int, devic
     With `groups` (hard negatives, see `neighbour_groups`) the epoch is those groups in their order, so
     the images of a group share a batch; otherwise a seeded shuffle. Under torchrun each rank takes its
     share of the epoch (`distributed.shard`, of whole groups) in batches of batch_size / world, so a step
-    still sees batch_size pairs in all; the contrastive negatives of a pair are those on its own rank.
+    still sees batch_size pairs in all, and the loss gathers every rank's pairs as negatives
+    (`contrastive_loss`). Every rank's batches have the same sizes, which gathering needs: a rank whose
+    groups hold fewer images than another's repeats its first ones.
     `augment` crops and flips the images (mmcore/data/augment.py) with draws of their own generator, so
     the caption picks are the same with it or without.
     """
     if groups is None:
         order = distributed.shard(epoch_order(len(data), seed, epoch))
     else:
-        mine = distributed.shard(torch.arange(len(groups)))
-        order = torch.tensor([i for g in mine.tolist() for i in groups[g]], dtype=torch.long)
+        world = distributed.world()
+        shares = [distributed.shard(torch.arange(len(groups)), r, world).tolist() for r in range(world)]
+        longest = max(sum(len(groups[g]) for g in share) for share in shares)
+        mine = [i for g in shares[distributed.rank()] for i in groups[g]]
+        order = torch.tensor((mine * -(-longest // max(len(mine), 1)))[:longest], dtype=torch.long)
     batch_size = max(2, batch_size // distributed.world())
     gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank())
     aug_gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank() + 2**40)

@@ -125,3 +125,14 @@ def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad.div_(n)
+
+
+def gather_with_grad(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's `rows`, concatenated in rank order, with gradient: the backward pass hands each rank the
+    sum over all ranks of the gradient of its own rows (torch.distributed.nn.all_gather, as OpenCLIP's
+    gather_with_grad). Every rank must pass the same shape. Outside a process group, `rows` itself."""
+    if _world() == 1:
+        return rows
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(rows), dim=0)
