@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -120,8 +121,14 @@ class PretrainConfig(StrictModel):
                                                       "embedding must mean something first")
     log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: once per "
                                                       "epoch); it does not change results, so not the digest")
-    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP): one per GPU, or "
-                                                "gloo processes on CPU; 1 trains in the task's own process")
+    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP) per node: one per GPU, "
+                                                "or gloo processes on CPU; 1 on 1 node trains in the task's own "
+                                                "process")
+    nnodes: int = Field(1, ge=1, description="machines that train together: the pretrain stage is started on each "
+                                             "(same config), and torchrun's c10d rendezvous at rdzv_endpoint joins "
+                                             "them; the data root must be shared (a bucket or a shared folder)")
+    rdzv_endpoint: str | None = Field(None, description="nnodes > 1: host:port of the c10d rendezvous, reachable "
+                                                        "from every node (torchrun --rdzv-endpoint)")
     augment: bool = Field(False, description="random resized crop (crop_scale) and horizontal flip of the training "
                                              "images; a sample whose captions mention left or right is never "
                                              "flipped (mmcore/data/augment.py)")
@@ -133,6 +140,9 @@ class PretrainConfig(StrictModel):
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint or ""):
+            raise ValueError(f"pretrain.nnodes={self.nnodes} needs pretrain.rdzv_endpoint=host:port (the c10d "
+                             f"rendezvous every node reaches); got {self.rdzv_endpoint!r}")
         return self
 
 
@@ -279,7 +289,7 @@ class PipelineConfig(StrictModel):
 
 # Settings that change how a run reports, not what it computes: left out of digests (and so of output
 # locations and cache keys).
-_NOT_IN_DIGEST = (("pretrain", "log_every_steps"),)
+_NOT_IN_DIGEST = (("pretrain", "log_every_steps"), ("pretrain", "rdzv_endpoint"))
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ and passes what rank 0 reports on to its hooks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def run(cfg: PipelineConfig, cat: Catalog, hooks: Hooks | None = None, fresh: bo
         hooks.warn(f"{checkpoint} is corrupt ({why}): training from scratch")
         checkpoint.unlink()
     splits = read_manifest(cat.processed)["splits"]
-    if cfg.pretrain.processes > 1:
+    if cfg.pretrain.processes > 1 or cfg.pretrain.nnodes > 1:
         objective, resumed = _launch(cfg, cat, hooks)
     else:
         objective, fitted = train_here(cfg, cat, hooks)
@@ -100,17 +101,31 @@ def train_here(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, Fi
     return objective, result
 
 
+def launch_command(cfg: PipelineConfig, cat: Catalog) -> list[str]:
+    """The torchrun command of this node: standalone on one node; with `pretrain.nnodes` > 1 a c10d
+    rendezvous at `pretrain.rdzv_endpoint`, whose id every node derives from the same data and settings."""
+    cmd = [sys.executable, "-m", "torch.distributed.run"]
+    if cfg.pretrain.nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        run = hashlib.sha256(resume_key(cfg, cat).encode()).hexdigest()[:16]
+        cmd += [f"--nnodes={cfg.pretrain.nnodes}", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={cfg.pretrain.rdzv_endpoint}", f"--rdzv-id=mmcore-{run}"]
+    return cmd + [f"--nproc_per_node={cfg.pretrain.processes}", "-m", "mmcore.stages.torchrun",
+                  "--spec", str(cat.pretrain.launch_spec), "--events"]
+
+
 def _launch(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, int]:
-    """Runs `pretrain.processes` torchrun processes on this machine and waits for them.
+    """Runs this node's `pretrain.processes` torchrun processes and waits for them (and, on several nodes, for
+    the others: every rank leaves only once rank 0 has written the checkpoint and the encoder).
 
     Rank 0 reports epochs, steps and a summary as JSON lines, which go to `hooks` as they arrive; any
     other output goes to `hooks.log` line by line. Returns the objective and the epoch resumed from.
     """
     write_json(cat.pretrain.launch_spec, {"config": cfg.model_dump(mode="json"), "catalog": cat.to_json()})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={cfg.pretrain.processes}", "-m", "mmcore.stages.torchrun",
-           "--spec", str(cat.pretrain.launch_spec), "--events"]
-    hooks.log(f"starting {cfg.pretrain.processes} data-parallel processes: {' '.join(cmd)}")
+    cmd = launch_command(cfg, cat)
+    nodes = f" on this node of {cfg.pretrain.nnodes}" if cfg.pretrain.nnodes > 1 else ""
+    hooks.log(f"starting {cfg.pretrain.processes} data-parallel processes{nodes}: {' '.join(cmd)}")
     summary: dict = {}
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout or []:

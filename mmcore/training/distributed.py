@@ -99,6 +99,12 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+def barrier() -> None:
+    """Waits until every rank gets here (nothing outside a process group)."""
+    if _world() > 1:
+        dist.barrier()
+
+
 def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     """The mean of each value over all ranks (every rank must pass the same keys, in the same order)."""
     if _world() == 1:
