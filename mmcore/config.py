@@ -124,6 +124,15 @@ class PretrainConfig(StrictModel):
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP) per node: one per GPU, "
                                                 "or gloo processes on CPU; 1 on 1 node trains in the task's own "
                                                 "process")
+    data: Literal["memory", "stream"] = Field(
+        "memory", description="memory: decode the training split into RAM once (fastest for data that fits); "
+                              "stream: read and decode the sample shards as training goes, for data bigger than "
+                              "RAM (contrastive objective, random batches)")
+    loader_workers: int = Field(0, ge=0, description="stream: processes decoding the shards (0: the training "
+                                                     "process itself)")
+    shuffle_buffer: int = Field(1024, ge=1, description="stream: samples a shuffle buffer holds (undecoded)")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps inside an epoch, "
+                                                       "so a killed run loses at most N steps (0: at epoch ends)")
     nnodes: int = Field(1, ge=1, description="machines that train together: the pretrain stage is started on each "
                                              "(same config), and torchrun's c10d rendezvous at rdzv_endpoint joins "
                                              "them; the data root must be shared (a bucket or a shared folder)")
@@ -140,6 +149,8 @@ class PretrainConfig(StrictModel):
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.data == "stream" and self.hard_negatives > 1:
+            raise ValueError("pretrain.data=stream takes random batches; hard_negatives needs pretrain.data=memory")
         if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint or ""):
             raise ValueError(f"pretrain.nnodes={self.nnodes} needs pretrain.rdzv_endpoint=host:port (the c10d "
                              f"rendezvous every node reaches); got {self.rdzv_endpoint!r}")
@@ -289,7 +300,7 @@ class PipelineConfig(StrictModel):
 
 # Settings that change how a run reports, not what it computes: left out of digests (and so of output
 # locations and cache keys).
-_NOT_IN_DIGEST = (("pretrain", "log_every_steps"), ("pretrain", "rdzv_endpoint"))
+_NOT_IN_DIGEST = (("pretrain", "log_every_steps"), ("pretrain", "rdzv_endpoint"), ("pretrain", "checkpoint_every"))
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

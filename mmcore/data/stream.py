@@ -106,6 +106,11 @@ class PairStream(IterableDataset):
         self.epoch, self.skip, self.workers = 0, 0, 1
         self.rank, self.world = distributed.rank(), distributed.world()
 
+    @property
+    def samples(self) -> int:
+        """Training samples in the shards (each epoch leaves out at most a batch per consumer)."""
+        return sum(s.rows for s in self.shards)
+
     def _order(self, epoch: int) -> list[int]:
         order = list(range(len(self.shards)))
         random.Random(_seed(self.seed, epoch, "shards")).shuffle(order)

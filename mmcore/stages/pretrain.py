@@ -22,6 +22,7 @@ from mmcore import integrity
 from mmcore.catalog import SECTIONS, Catalog, PretrainDir
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
+from mmcore.data.stream import PairStream, split_shards
 from mmcore.io import file_sha256, write_json
 from mmcore.stages.hooks import Hooks
 from mmcore.training import distributed
@@ -93,8 +94,14 @@ def train_here(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, Fi
     if distributed.world() > 1 and device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads() // distributed.world()))  # ranks share the cores
     tokenizer = load_tokenizer(cat.processed)
-    train, val = load_samples(cat.processed, ("train",)), load_samples(cat.processed, ("val",))
-    on_epoch = hooks.epoch_callback("", cfg.pretrain.epochs, len(train))
+    val = load_samples(cat.processed, ("val",))
+    if cfg.pretrain.data == "stream":  # read from the shards as training goes: never all in memory
+        train = PairStream(split_shards(cat.processed, "train"), max(2, cfg.pretrain.batch_size // distributed.world()),
+                           cfg.pretrain.seed, cfg.pretrain.shuffle_buffer)
+    else:
+        train = load_samples(cat.processed, ("train",))
+    on_epoch = hooks.epoch_callback("", cfg.pretrain.epochs, train.samples if cfg.pretrain.data == "stream"
+                                    else len(train))
     objective, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size, cat.pretrain,
                                             device, on_epoch, resume_key(cfg, cat), tokenizer,
                                             lambda step, metrics: hooks.step("", step, metrics))

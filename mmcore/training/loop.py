@@ -89,7 +89,8 @@ def stage_fit_config(cfg: Any, steps_per_epoch: int, monitor: str, mode: str, ha
     stop = cfg.patience is not None and has_validation
     return FitConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
                      precision=cfg.precision, accumulate=cfg.accumulate, monitor=monitor if stop else None,
-                     mode=mode, patience=cfg.patience if stop else None)
+                     mode=mode, patience=cfg.patience if stop else None,
+                     checkpoint_every=getattr(cfg, "checkpoint_every", 0))
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
+from mmcore.data.stream import PairStream
 from mmcore.losses import classification_loss, soft_score_loss
 from mmcore.models.builders import HeadDims, build_vqa
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
@@ -51,8 +52,8 @@ def resolve_objective(objective: str, train: SampleSet) -> str:
     raise ValueError("the training split has neither captions nor questions: nothing to pretrain on")
 
 
-def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-                     out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
+def pretrain_encoder(train: SampleSet | PairStream, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig,
+                     vocab_size: int, out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                      resume_key: str = "", tokenizer: TextTokenizer | None = None,
                      on_step: StepCallback | None = None) -> tuple[str, DualEncoder, FitResult]:
     """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result.
@@ -60,7 +61,13 @@ def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, c
     `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only; `on_step`
     gets every `cfg.log_every_steps`-th batch's loss.
     """
-    objective = resolve_objective(cfg.objective, train)
+    if isinstance(train, PairStream):  # a stream holds image-caption pairs
+        if cfg.objective == "vqa":
+            raise ValueError("pretrain.data=stream trains the contrastive objective; the vqa objective needs "
+                             "pretrain.data=memory")
+        objective = "contrastive"
+    else:
+        objective = resolve_objective(cfg.objective, train)
     train_fn = pretrain if objective == "contrastive" else pretrain_vqa
     model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out, device, on_epoch, resume_key, tokenizer,
                              on_step)

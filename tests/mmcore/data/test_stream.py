@@ -27,7 +27,7 @@ def shards(tmp_path_factory):
     cfg = load_config("smoke", {"data_root": str(root), "ingest.shard_size": 10, "ingest.image_size": 16})
     cat = Catalog.from_config(cfg)
     ingest.run(cfg, cat, workers=1)
-    return split_shards(cat.processed, "train"), load_samples(cat.processed, ("train",))
+    return split_shards(cat.processed, "train"), load_samples(cat.processed, ("train",)), cat
 
 
 def _key(image: torch.Tensor) -> bytes:
@@ -40,7 +40,7 @@ def _epoch(stream: PairStream, epoch: int, workers: int = 0, skip: int = 0) -> l
 
 
 def test_an_epoch_holds_each_training_sample_once_and_repeats_exactly(shards):
-    found, samples = shards
+    found, samples, _ = shards
     assert len(found) > 4 and sum(s.rows for s in found) == len(samples)
     stream = PairStream(found, batch_size=4, seed=1, buffer=8)
     first = _epoch(stream, 0)
@@ -58,7 +58,7 @@ def test_an_epoch_holds_each_training_sample_once_and_repeats_exactly(shards):
 
 
 def test_workers_and_ranks_read_disjoint_shards_and_every_rank_gets_the_same_batches(shards, monkeypatch):
-    found, samples = shards
+    found, samples, _ = shards
     stream = PairStream(found, batch_size=3, seed=2, buffer=4)
     alone = {k for k, _, _ in _epoch(stream, 0)}
     by_workers = [k for k, _, _ in _epoch(stream, 0, workers=2)]
@@ -76,7 +76,7 @@ def test_workers_and_ranks_read_disjoint_shards_and_every_rank_gets_the_same_bat
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_epoch_resumed_after_k_batches_goes_on_with_the_batches_it_had_not_seen(shards, workers):
-    found, _ = shards
+    found, _, _ = shards
     stream = PairStream(found, batch_size=4, seed=3, buffer=6)
     whole = list(stream.loader(1, workers))
     rest = list(stream.loader(1, workers, skip=5))
@@ -89,3 +89,37 @@ def test_no_samples_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no training samples with captions to stream"):
         PairStream([], batch_size=2)
     assert Path(tmp_path).is_dir()
+
+
+@pytest.mark.slow
+def test_pretraining_from_the_stream_resumes_inside_an_epoch_bit_for_bit(shards, tmp_path):
+    """Contrastive pretraining on the stream with a checkpoint every 2 steps: a run stopped in its second epoch
+    and started again ends with the weights of an unbroken run, and its loss went down."""
+    from mmcore.catalog import PretrainDir
+    from mmcore.config import EncoderConfig, PretrainConfig
+    from mmcore.data.dataset import load_tokenizer
+    from mmcore.training.contrastive import pretrain
+
+    found, _, cat = shards
+    enc = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=8, embed_dim=8, grid=2)
+    cfg = PretrainConfig(epochs=2, batch_size=8, lr=3e-3, device="cpu", data="stream", checkpoint_every=2,
+                         augment=True, shuffle_buffer=16)
+    vocab, val = load_tokenizer(cat.processed).vocab_size, load_samples(cat.processed, ("val",))
+
+    def run(out: Path, stop_at: int | None = None):
+        def on_step(n: int, metrics: dict) -> None:
+            if n == stop_at:
+                raise KeyboardInterrupt
+        return pretrain(PairStream(found, 8, seed=0, buffer=16), val, enc, cfg.model_copy(update={
+            "log_every_steps": 1}), vocab, PretrainDir(out), torch.device("cpu"), resume_key="k", on_step=on_step)
+
+    whole, fitted = run(tmp_path / "whole")
+    assert fitted.history[-1]["train_loss"] < fitted.history[0]["train_loss"]
+    steps = PairStream(found, 8, seed=0).steps(0)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "stopped", stop_at=steps + 2)  # the third batch of the second epoch: saved after two
+    assert torch.load(PretrainDir(tmp_path / "stopped").checkpoint, weights_only=True)["progress"]["batches"] == 2
+    resumed, again = run(tmp_path / "stopped")
+    assert again.resumed_from == 1 and again.history == fitted.history
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
