@@ -122,22 +122,15 @@ class PretrainConfig(StrictModel):
     log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: once per "
                                                       "epoch); it does not change results, so not the digest")
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP) per node: one per GPU, "
-                                                "or gloo processes on CPU; 1 on 1 node trains in the task's own "
-                                                "process")
-    data: Literal["memory", "stream"] = Field(
-        "memory", description="memory: decode the training split into RAM once (fastest for data that fits); "
-                              "stream: read and decode the sample shards as training goes, for data bigger than "
-                              "RAM (contrastive objective, random batches)")
-    loader_workers: int = Field(0, ge=0, description="stream: processes decoding the shards (0: the training "
-                                                     "process itself)")
+                                                "or gloo processes on CPU; 1 (on 1 node): in the task's process")
+    data: Literal["memory", "stream"] = Field("memory", description="memory: the training split decoded into RAM "
+                                              "once; stream: shards read as training goes (data bigger than RAM)")
+    loader_workers: int = Field(0, ge=0, description="stream: processes decoding the shards (0: the trainer's)")
     shuffle_buffer: int = Field(1024, ge=1, description="stream: samples a shuffle buffer holds (undecoded)")
-    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps inside an epoch, "
-                                                       "so a killed run loses at most N steps (0: at epoch ends)")
-    nnodes: int = Field(1, ge=1, description="machines that train together: the pretrain stage is started on each "
-                                             "(same config), and torchrun's c10d rendezvous at rdzv_endpoint joins "
-                                             "them; the data root must be shared (a bucket or a shared folder)")
-    rdzv_endpoint: str | None = Field(None, description="nnodes > 1: host:port of the c10d rendezvous, reachable "
-                                                        "from every node (torchrun --rdzv-endpoint)")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: epoch ends)")
+    nnodes: int = Field(1, ge=1, description="machines training together, the stage started on each; torchrun's "
+                                             "c10d rendezvous at rdzv_endpoint joins them (shared data root)")
+    rdzv_endpoint: str | None = Field(None, description="nnodes > 1: host:port of the c10d rendezvous")
     augment: bool = Field(False, description="random resized crop (crop_scale) and horizontal flip of the training "
                                              "images; a sample whose captions mention left or right is never "
                                              "flipped (mmcore/data/augment.py)")
