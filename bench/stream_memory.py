@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -117,13 +118,17 @@ def child(processed: str, preset: str, data: str, workers: int, steps: int) -> N
 
 def _run(processed: str, preset: str, data: str, workers: int, steps: int) -> dict:
     cmd = [sys.executable, "-m", "bench.stream_memory", "--child", processed, preset, data, str(workers), str(steps)]
-    busy = machine_busy()
+    busy, own, started = machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode:
         raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime - own.ru_utime) + (after.ru_stime - own.ru_stime)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["others_load_before"] = round(busy, 2)
+    # cores the rest of the machine kept busy meanwhile (this benchmark's child and its workers left out)
+    others = max(0.0, machine_busy() - busy - child_cpu) / (time.perf_counter() - started)
+    result["others_load_cores"] = round(others, 2)
     log(f"{preset} {data} workers={workers}: {result}")
     return result
 
@@ -134,22 +139,28 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO / ".mm" / "bench-stream"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "stream.json"))
     parser.add_argument("--steps", type=int, default=60, help="measured steps per run")
+    parser.add_argument("--part", choices=("memory", "throughput", "all"), default="all")
     args = parser.parse_args()
     if args.child:
         processed, preset, data, workers, steps = args.child
         child(processed, preset, data, int(workers), int(steps))
         return
-    root = Path(args.root)
-    small = prepare(root / "smoke-10k", 10_000, "smoke")
-    large = prepare(root / "smoke-10k", 10_000, "smoke", copies=10)
-    memory = {f"{data}-{size}": _run(path, "smoke", data, 0, args.steps)
-              for size, path in (("10k", small), ("100k", large)) for data in ("stream", "memory")}
-    demo = prepare(root / "demo", 3000, "demo")
-    rounds = [{f"{data}-w{w}": _run(demo, "demo", data, w, args.steps)
-               for data, w in (("memory", 0), ("stream", 0), ("stream", 1))} for _ in range(2)]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"memory": memory, "throughput": rounds, "steps": args.steps}, indent=1))
-    log(f"written to {args.out}")
+    root, out = Path(args.root), Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    if args.part in ("memory", "all"):
+        small = prepare(root / "smoke-10k", 10_000, "smoke")
+        large = prepare(root / "smoke-10k", 10_000, "smoke", copies=10)
+        results["memory"] = {f"{data}-{size}": _run(path, "smoke", data, 0, args.steps)
+                             for size, path in (("10k", small), ("100k", large)) for data in ("stream", "memory")}
+        results["memory_steps"] = args.steps
+    if args.part in ("throughput", "all"):  # the demo's epoch is 37 steps: measure within the first
+        demo = prepare(root / "demo", 3000, "demo")
+        results["throughput"] = [{f"{data}-w{w}": _run(demo, "demo", data, w, min(args.steps, 25))
+                                  for data, w in (("memory", 0), ("stream", 0), ("stream", 1))} for _ in range(2)]
+        results["throughput_steps"] = min(args.steps, 25)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    log(f"written to {out}")
 
 
 if __name__ == "__main__":
