@@ -124,7 +124,7 @@ class PretrainConfig(StrictModel):
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP) per node: one per GPU, "
                                                 "or gloo processes on CPU; 1 (on 1 node): in the task's process")
     data: Literal["memory", "stream"] = Field("memory", description="memory: the training split decoded into RAM "
-                                              "once; stream: shards read as training goes (data bigger than RAM)")
+                                              "once; stream: shards read as training goes (bigger than RAM)")
     loader_workers: int = Field(0, ge=0, description="stream: processes decoding the shards (0: the trainer's)")
     shuffle_buffer: int = Field(1024, ge=1, description="stream: samples a shuffle buffer holds (undecoded)")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: epoch ends)")

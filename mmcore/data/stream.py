@@ -33,7 +33,9 @@ from mmcore.catalog import ProcessedDir
 from mmcore.data.augment import flippable
 from mmcore.data.shards import decode_png
 from mmcore.training import distributed
+from mmcore.training.answers import dense_scores
 from mmcore.training.loop import pad_batch
+from mmcore.vqa_eval import AnswerScorer, human_answers
 
 READ_ROWS = 256  # rows per Parquet read
 
@@ -51,13 +53,13 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
 
 
-def split_shards(processed: ProcessedDir, split: str) -> list[Shard]:
-    """The shards of `split`, with how many of their rows are in it and have a caption (read from the split
-    and caption columns only)."""
+def split_shards(processed: ProcessedDir, split: str, column: str = "captions") -> list[Shard]:
+    """The shards of `split`, with how many of their rows are in it and have a caption (`column` "qa": a
+    question), read from those two columns only."""
     out = []
     for samples, tokens in zip(processed.listed("samples"), processed.listed("tokens"), strict=True):
-        table = pq.read_table(samples, columns=["split", "captions"])
-        keep = pc.and_(pc.equal(table["split"], split), pc.greater(pc.list_value_length(table["captions"]), 0))
+        table = pq.read_table(samples, columns=["split", column])
+        keep = pc.and_(pc.equal(table["split"], split), pc.greater(pc.list_value_length(table[column]), 0))
         rows = int(pc.sum(keep).as_py() or 0)
         if rows:
             out.append(Shard(str(samples), str(tokens), split, rows))
@@ -143,36 +145,51 @@ class PairStream(IterableDataset):
         consumer = self.rank * self.workers + worker
         skip = _round_robin(self.batches_per_worker(self.epoch, self.rank))[:self.skip].count(worker) * self.batch_size
         rng = random.Random(_seed(self.seed, self.epoch, consumer, "pairs"))
-        batch: list[tuple[bytes, list[int], bool]] = []
-        for n, (png, caption_ids, may_flip) in enumerate(self._shuffled(self._rows(consumer), rng)):
-            pick = caption_ids[rng.randrange(len(caption_ids))]  # drawn for skipped rows too: the same draws
+        batch: list[tuple[bytes, Any]] = []
+        for n, (png, item) in enumerate(self._shuffled(self._rows(consumer), rng)):
+            item = self._draw(item, rng)  # drawn for skipped rows too: the same draws
             if n < skip:
                 continue  # seen before the resume: passed over undecoded
-            batch.append((png, pick, may_flip))
+            batch.append((png, item))
             if len(batch) == self.batch_size:
                 yield worker, self._collate(batch)
                 batch = []
 
-    def _rows(self, consumer: int) -> Iterator[tuple[bytes, list[int], bool, int]]:
-        """(png, caption ids of each caption, may flip, draw) of the consumer's rows, in shard order."""
+    def _rows(self, consumer: int) -> Iterator[tuple[bytes, Any]]:
+        """(png, what `_item` makes of the row) of the consumer's rows, in shard order."""
         consumers = self.world * self.workers
         mine, _ = _split_rows(self.shards, self._order(self.epoch), consumers, consumer)
         strided = len(self.shards) < consumers
         seen = 0
         for index in mine:
             shard = self.shards[index]
-            samples = pq.ParquetFile(shard.samples).iter_batches(READ_ROWS, columns=["split", "image", "captions"])
-            tokens = pq.ParquetFile(shard.tokens).iter_batches(READ_ROWS, columns=["caption_ids"])
+            samples = pq.ParquetFile(shard.samples).iter_batches(READ_ROWS, columns=["split", "image", *self.COLUMNS])
+            tokens = pq.ParquetFile(shard.tokens).iter_batches(READ_ROWS, columns=list(self.TOKENS))
             for rows, ids in zip(samples, tokens, strict=True):
-                for split, png, captions, caption_ids in zip(rows["split"].to_pylist(), rows["image"].to_pylist(),
-                                                             rows["captions"].to_pylist(),
-                                                             ids["caption_ids"].to_pylist(), strict=True):
-                    if split != shard.split or not caption_ids:
+                values = [rows[c].to_pylist() for c in ("split", "image", *self.COLUMNS)]
+                values += [ids[c].to_pylist() for c in self.TOKENS]
+                for split, png, *row in zip(*values, strict=True):
+                    item = self._item(*row) if split == shard.split else None
+                    if item is None:
                         continue
                     seen += 1
                     if strided and (seen - 1) % consumers != consumer:
                         continue
-                    yield png, caption_ids, bool(flippable([captions])[0])
+                    yield png, item
+
+    COLUMNS: tuple[str, ...] = ("captions",)  # sample columns `_item` takes, then the token columns
+    TOKENS: tuple[str, ...] = ("caption_ids",)
+
+    @staticmethod
+    def _item(captions: list[dict], caption_ids: list[list[int]]) -> tuple[list[list[int]], bool] | None:
+        """A row's captions' ids and whether it may be mirrored; None for a row without captions."""
+        return (caption_ids, bool(flippable([captions])[0])) if caption_ids else None
+
+    @staticmethod
+    def _draw(item: tuple[list[list[int]], bool], rng: random.Random) -> tuple[list[int], bool]:
+        """One of the row's captions, at random."""
+        caption_ids, may_flip = item
+        return caption_ids[rng.randrange(len(caption_ids))], may_flip
 
     def _shuffled(self, rows: Iterator, rng: random.Random) -> Iterator:
         """A bounded shuffle buffer: each row leaves it at a random place among the next `buffer` rows."""
@@ -185,6 +202,41 @@ class PairStream(IterableDataset):
             yield held.pop(rng.randrange(len(held)))
 
     @staticmethod
-    def _collate(batch: list[tuple[bytes, list[int], bool]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images = torch.from_numpy(np.stack([decode_png(png) for png, _, _ in batch]))
-        return images, pad_batch([ids for _, ids, _ in batch]), torch.tensor([flip for _, _, flip in batch])
+    def _collate(batch: list[tuple[bytes, tuple[list[int], bool]]]) -> tuple[torch.Tensor, ...]:
+        images = torch.from_numpy(np.stack([decode_png(png) for png, _ in batch]))
+        return images, pad_batch([ids for _, (ids, _) in batch]), torch.tensor([flip for _, (_, flip) in batch])
+
+
+class QuestionStream(PairStream):
+    """One epoch of images with all their questions, for VQA pretraining: batches of (images (B, 3, S, S), the
+    image row of each question (Q,), questions (Q, T), targets: answer classes (Q,) or soft scores (Q, A)),
+    the targets as `mmcore.training.answers` makes them from `answers` (the classes)."""
+
+    COLUMNS = ("qa",)
+    TOKENS = ("question_ids",)
+
+    def __init__(self, shards: list[Shard], batch_size: int, answers: list[str], soft: bool, seed: int = 0,
+                 buffer: int = 1024) -> None:
+        super().__init__(shards, batch_size, seed, buffer)
+        self.answers, self.soft = answers, soft
+        self.index = {a: i for i, a in enumerate(answers)}
+        self.scorer = AnswerScorer(answers) if soft else None
+
+    def _item(self, qa: list[dict], question_ids: list[list[int]]) -> list[tuple[list[int], Any]] | None:
+        if not question_ids:
+            return None
+        if self.scorer is not None:
+            return [(ids, self.scorer.scores(human_answers(q))) for q, ids in zip(qa, question_ids, strict=True)]
+        return [(ids, self.index.get(q["answer"], -1)) for q, ids in zip(qa, question_ids, strict=True)]
+
+    @staticmethod
+    def _draw(item: Any, rng: random.Random) -> Any:
+        return item
+
+    def _collate(self, batch: list[tuple[bytes, list[tuple[list[int], Any]]]]) -> tuple[torch.Tensor, ...]:
+        images = torch.from_numpy(np.stack([decode_png(png) for png, _ in batch]))
+        owner = [j for j, (_, qs) in enumerate(batch) for _ in qs]
+        flat = [q for _, qs in batch for q in qs]
+        targets = [t for _, t in flat]
+        y = dense_scores(targets, len(self.answers)) if self.soft else torch.tensor(targets, dtype=torch.long)
+        return images, torch.tensor(owner), pad_batch([ids for ids, _ in flat]), y

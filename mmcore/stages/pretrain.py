@@ -22,12 +22,12 @@ from mmcore import integrity
 from mmcore.catalog import SECTIONS, Catalog, PretrainDir
 from mmcore.config import PipelineConfig
 from mmcore.data.dataset import load_samples, load_tokenizer, read_manifest
-from mmcore.data.stream import PairStream, split_shards
+from mmcore.data.stream import PairStream, QuestionStream, split_shards
 from mmcore.io import file_sha256, write_json
 from mmcore.stages.hooks import Hooks
 from mmcore.training import distributed
 from mmcore.training.loop import FitResult, select_device
-from mmcore.training.vqa_pretrain import pretrain_encoder
+from mmcore.training.vqa_pretrain import pretrain_encoder, stream_targets
 
 EVENT = "mm-event "  # prefix of the JSON lines rank 0 reports to the launcher
 
@@ -95,11 +95,7 @@ def train_here(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, Fi
         torch.set_num_threads(max(1, torch.get_num_threads() // distributed.world()))  # ranks share the cores
     tokenizer = load_tokenizer(cat.processed)
     val = load_samples(cat.processed, ("val",))
-    if cfg.pretrain.data == "stream":  # read from the shards as training goes: never all in memory
-        train = PairStream(split_shards(cat.processed, "train"), max(2, cfg.pretrain.batch_size // distributed.world()),
-                           cfg.pretrain.seed, cfg.pretrain.shuffle_buffer)
-    else:
-        train = load_samples(cat.processed, ("train",))
+    train = stream(cfg, cat) if cfg.pretrain.data == "stream" else load_samples(cat.processed, ("train",))
     on_epoch = hooks.epoch_callback("", cfg.pretrain.epochs, train.samples if cfg.pretrain.data == "stream"
                                     else len(train))
     objective, _, result = pretrain_encoder(train, val, cfg.encoder, cfg.pretrain, tokenizer.vocab_size, cat.pretrain,
@@ -120,6 +116,21 @@ def launch_command(cfg: PipelineConfig, cat: Catalog) -> list[str]:
                 f"--rdzv-endpoint={cfg.pretrain.rdzv_endpoint}", f"--rdzv-id=mmcore-{run}"]
     return cmd + [f"--nproc_per_node={cfg.pretrain.processes}", "-m", "mmcore.stages.torchrun",
                   "--spec", str(cat.pretrain.launch_spec), "--events"]
+
+
+def stream(cfg: PipelineConfig, cat: Catalog) -> PairStream:
+    """The training split read from the shards as training goes (never all in memory): image-caption pairs
+    for the contrastive objective, images with their questions for the VQA one (`auto`: pairs when there
+    are captions). Only the questions' text is read up front, for the answer classes."""
+    per_rank, pre = max(2, cfg.pretrain.batch_size // distributed.world()), cfg.pretrain
+    pairs = split_shards(cat.processed, "train") if pre.objective != "vqa" else []
+    if pairs:
+        return PairStream(pairs, per_rank, pre.seed, pre.shuffle_buffer)
+    if pre.objective == "contrastive":
+        raise ValueError("contrastive pretraining needs training samples with captions; the training split has none")
+    answers, soft = stream_targets(load_samples(cat.processed, ("train",), with_images=False).qa)
+    return QuestionStream(split_shards(cat.processed, "train", "qa"), per_rank, answers, soft, pre.seed,
+                          pre.shuffle_buffer)
 
 
 def _launch(cfg: PipelineConfig, cat: Catalog, hooks: Hooks) -> tuple[str, int]:

@@ -12,7 +12,7 @@ import torch
 from mmcore.catalog import Catalog
 from mmcore.config import load_config
 from mmcore.data.dataset import load_samples
-from mmcore.data.stream import PairStream, split_shards
+from mmcore.data.stream import PairStream, QuestionStream, split_shards
 from mmcore.training import distributed
 
 
@@ -123,3 +123,38 @@ def test_pretraining_from_the_stream_resumes_inside_an_epoch_bit_for_bit(shards,
     assert again.resumed_from == 1 and again.history == fitted.history
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_question_stream_gives_each_image_with_all_its_questions_and_their_targets(shards):
+    """VQA pretraining's stream: every training image once per epoch with all of its questions, the targets
+    those the in-memory path gives them (classes of the training answers)."""
+    from mmcore.training.vqa_pretrain import _targets, stream_targets
+
+    _, samples, cat = shards
+    answers, soft = stream_targets(samples.qa)
+    stream = QuestionStream(split_shards(cat.processed, "train", "qa"), 4, answers, soft, seed=1, buffer=8)
+    _, questions, _, _ = _targets(samples, load_samples(cat.processed, ("val",)))
+    by_image = {_key(torch.from_numpy(a)): qs for a, qs in zip(samples.images, questions, strict=True)}
+    seen = set()
+    for images, owner, q, y in stream.loader(0, workers=2):
+        assert len(owner) == len(q) == len(y) and owner.max() < len(images)
+        for row, image in enumerate(images):
+            mine = [i for i, o in enumerate(owner.tolist()) if o == row]
+            expected = by_image[_key(image)]
+            assert [t for _, t in expected] == y[mine].tolist()
+            seen.add(_key(image))
+    assert len(seen) >= len(samples) - 3 * 2  # at most a partial batch per worker left out
+
+
+def test_the_pretrain_stage_streams_the_vqa_objective_too(shards):
+    """`pretrain.data=stream` with the vqa objective: the stage trains the image encoder through the VQA head
+    from the question stream and scores the validation questions."""
+    from mmcore.stages import pretrain
+
+    _, _, cat = shards
+    cfg = load_config("smoke", {"data_root": str(cat.root), "ingest.shard_size": 10, "ingest.image_size": 16,
+                                "pretrain.data": "stream", "pretrain.objective": "vqa", "pretrain.epochs": 1})
+    streamed = Catalog.from_config(cfg)
+    assert isinstance(pretrain.stream(cfg, streamed), QuestionStream)
+    result = pretrain.run(cfg, streamed)
+    assert result.objective == "vqa" and 0 <= result.final["val_vqa_acc"] <= 1
