@@ -2,7 +2,9 @@
 
 Run: `mm ingest --preset demo` or `python -m flows.ingest`. One task per shard, on the task runner that
 `orchestration.task_runner` names: threads share one pool of decoding processes; under dask or ray each
-shard decodes in its worker's process, so the shards spread over the cluster's workers.
+shard decodes in its worker's process, so the shards spread over the cluster's workers. With an s3://
+data_root each shard task pulls its work from the bucket and pushes its shard there: workers need no
+shared filesystem.
 """
 
 from __future__ import annotations
@@ -37,12 +39,16 @@ def ingest_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None,
     with S.lock(cat), tracking.stage_run(cfg, "ingest", parent_run_id) as run_id:
         storage.pull(cat, cat.processed)  # shards another machine ingested are kept, not redone
         plan = T.plan(cfg, cat, retry_rejected)
+        T.share(cat, plan)  # a bucket: the shard tasks read the plan there and push their shards there
         with T.decode_pool(workers, cfg.orchestration.task_runner) as pool:
-            futures = T.ingest_shard.map(unmapped(plan.path), plan.work, unmapped(workers), unmapped(pool))
+            futures = T.ingest_shard.map(unmapped(plan.path), plan.work, unmapped(workers), unmapped(pool),
+                                         unmapped(cfg), unmapped(cat))
             _log_progress(futures, [w.records for w in plan.work])
             shards = futures.result()
+        T.collect(cat, plan, shards)  # a bucket: the pushed shards come down for finish
         result = T.finish(cfg, cat, plan.path, shards, run_id)  # the manifest, last, marks it complete
         storage.push(cat, cat.processed)
+        storage.remove(cat, cat.processed.staging)
     return result
 
 

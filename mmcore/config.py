@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -120,8 +121,16 @@ class PretrainConfig(StrictModel):
                                                       "embedding must mean something first")
     log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: once per "
                                                       "epoch); it does not change results, so not the digest")
-    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP): one per GPU, or "
-                                                "gloo processes on CPU; 1 trains in the task's own process")
+    processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP) per node: one per GPU, "
+                                                "or gloo processes on CPU; 1 (on 1 node): in the task's process")
+    data: Literal["memory", "stream"] = Field("memory", description="memory: the training split decoded into RAM "
+                                              "once; stream: shards read as training goes (bigger than RAM)")
+    loader_workers: int = Field(0, ge=0, description="stream: processes decoding the shards (0: the trainer's)")
+    shuffle_buffer: int = Field(1024, ge=1, description="stream: samples a shuffle buffer holds (undecoded)")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0: epoch ends)")
+    nnodes: int = Field(1, ge=1, description="machines training together, the stage started on each; torchrun's "
+                                             "c10d rendezvous at rdzv_endpoint joins them (shared data root)")
+    rdzv_endpoint: str | None = Field(None, description="nnodes > 1: host:port of the c10d rendezvous")
     augment: bool = Field(False, description="random resized crop (crop_scale) and horizontal flip of the training "
                                              "images; a sample whose captions mention left or right is never "
                                              "flipped (mmcore/data/augment.py)")
@@ -133,6 +142,11 @@ class PretrainConfig(StrictModel):
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.data == "stream" and self.hard_negatives > 1:
+            raise ValueError("pretrain.data=stream takes random batches; hard_negatives needs pretrain.data=memory")
+        if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint or ""):
+            raise ValueError(f"pretrain.nnodes={self.nnodes} needs pretrain.rdzv_endpoint=host:port (the c10d "
+                             f"rendezvous every node reaches); got {self.rdzv_endpoint!r}")
         return self
 
 
@@ -279,7 +293,7 @@ class PipelineConfig(StrictModel):
 
 # Settings that change how a run reports, not what it computes: left out of digests (and so of output
 # locations and cache keys).
-_NOT_IN_DIGEST = (("pretrain", "log_every_steps"),)
+_NOT_IN_DIGEST = (("pretrain", "log_every_steps"), ("pretrain", "rdzv_endpoint"), ("pretrain", "checkpoint_every"))
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -250,15 +250,23 @@ def read_features(paths: list[Path], columns: list[str] | None = None) -> pa.Tab
 
 def load_features(features: FeaturesDir, processed: ProcessedDir, splits: tuple[str, ...]) -> FeatureSet:
     """The features of `splits`, with the captions, questions and token ids of the same samples."""
-    shards = features.listed()
-    feats = read_features(shards)
-    samples = read_tables(processed.listed("samples"), columns=["sample_id", "captions", "qa"])
-    tokens = read_tables(processed.listed("tokens"), columns=["caption_ids", "question_ids"])
-    if feats["sample_id"].to_pylist() != samples["sample_id"].to_pylist():
-        raise RuntimeError(f"feature shards in {features} do not match the samples in {processed}; "
-                           "re-run the extract stage")
-    mask = pc.is_in(feats["split"], pa.array(list(splits)))
-    feats, samples, tokens = feats.filter(mask), samples.filter(mask), tokens.filter(mask)
+    shards, wanted = features.listed(), pa.array(list(splits))
+    sample_shards, token_shards = processed.listed("samples"), processed.listed("tokens")
+    mismatch = RuntimeError(f"feature shards in {features} do not match the samples in {processed}; re-run the "
+                            "extract stage")
+    if len(shards) != len(sample_shards):
+        raise mismatch
+    parts = []
+    for feat_path, sample_path, token_path in zip(shards, sample_shards, token_shards, strict=True):
+        # shard by shard, so only the rows of `splits` are ever held (the grid features of a big dataset are large)
+        feats = read_features([feat_path])
+        samples = read_tables([sample_path], columns=["sample_id", "captions", "qa"])
+        if feats["sample_id"].to_pylist() != samples["sample_id"].to_pylist():
+            raise mismatch
+        mask = pc.is_in(feats["split"], wanted)
+        tokens = read_tables([token_path], columns=["caption_ids", "question_ids"])
+        parts.append((feats.filter(mask), samples.filter(mask), tokens.filter(mask)))
+    feats, samples, tokens = (pa.concat_tables([p[i] for p in parts]) if parts else pa.table({}) for i in range(3))
     cells = int(read_metadata(shards[0])["cells"]) if shards else 1
     grid = vectors_to_numpy(feats["image_grid"])
     return FeatureSet(

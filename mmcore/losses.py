@@ -5,13 +5,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mmcore.training import distributed
+
 
 def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Symmetric InfoNCE over a batch of matching pairs: row i of each input belongs together."""
-    logits = scale * image_emb @ text_emb.t()  # (B, B)
-    target = torch.arange(logits.shape[0], device=logits.device)
-    i2t = F.cross_entropy(logits, target)
-    t2i = F.cross_entropy(logits.t(), target)
+    """Symmetric InfoNCE over a batch of matching pairs: row i of each input belongs together.
+
+    Under torchrun the negatives are global, as OpenCLIP computes them (gather_with_grad, local_loss): each
+    rank scores its own B pairs against the pairs of every rank (all_gather with gradient), so its logits are
+    (B, world * B). The mean of the ranks' losses is then the loss of one process on the whole batch, and the
+    gradients DDP averages are that loss's gradients (tests/mmcore/test_losses_metrics.py, on 2 processes).
+    """
+    all_images, all_texts = distributed.gather_with_grad(image_emb), distributed.gather_with_grad(text_emb)
+    i2t_logits = scale * image_emb @ all_texts.t()  # (B, world * B): this rank's images against every text
+    t2i_logits = scale * text_emb @ all_images.t()
+    target = torch.arange(image_emb.shape[0], device=image_emb.device) + distributed.rank() * image_emb.shape[0]
+    i2t = F.cross_entropy(i2t_logits, target)
+    t2i = F.cross_entropy(t2i_logits, target)
     return {"loss": (i2t + t2i) / 2, "i2t_loss": i2t, "t2i_loss": t2i}
 
 

@@ -1,8 +1,11 @@
 """Ingest tasks over `mmcore.stages.ingest`: check the source, plan, one task per shard (so a Dask or Ray
-task runner spreads the shards over its workers), finish."""
+task runner spreads the shards over its workers), finish. With an object-store data_root the plan goes
+through the store (`share`), each shard task pulls its work and pushes its shard, and the flow pulls the
+shards back (`collect`) for finish: workers share no filesystem with the flow or each other."""
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -18,7 +21,7 @@ from mmcore.data.ingest import IngestPlan, ShardResult, ShardWork, process_pool
 from mmcore.data.shards import read_tables
 from mmcore.io import read_json
 from mmcore.stages import ingest as S
-from tasks import tracking
+from tasks import storage, tracking
 
 _POOLS: dict[str, ProcessPoolExecutor] = {}  # decode pools shared by the shard tasks of one flow run (threads)
 
@@ -59,13 +62,53 @@ def plan(cfg: PipelineConfig, cat: Catalog, retry_rejected: bool = False) -> Ing
     return planned
 
 
+def share(cat: Catalog, planned: IngestPlan) -> None:
+    """With an object-store data_root, before the shard tasks: the plan's staging files go to the store, for
+    shard tasks wherever they run (killed runs' staging files there go first, as `plan` removed them here);
+    the store's manifest goes when `plan` removed the working copy's, since the shards are about to change."""
+    storage.remove(cat, cat.processed.staging)
+    storage.push(cat, Path(planned.stage), only=planned.shared_files)
+    if not cat.processed.manifest.exists():
+        storage.remove(cat, cat.processed, only=[cat.processed.manifest.name])
+
+
 @task(retries=2, retry_delay_seconds=[1, 5])
-def ingest_shard(plan_path: str, work: ShardWork, workers: int, pool: str | None) -> ShardResult:
-    """Check, decode, resize and write one shard; `pool` names a shared decode pool (threads runner)."""
-    shard = S.ingest_shard(plan_path, work, workers if pool else 1, _POOLS.get(pool or ""))
+def ingest_shard(plan_path: str, work: ShardWork, workers: int, pool: str | None,
+                 cfg: PipelineConfig | None = None, cat: Catalog | None = None) -> ShardResult:
+    """Check, decode, resize and write one shard; `pool` names a shared decode pool (threads runner).
+
+    Given the flow's `cfg` and `cat` and an object-store data_root, the task reads its part of the plan from the
+    store, writes the shard in the working copy of its own process and pushes it to the store itself."""
+    workers, shared = (workers, _POOLS.get(pool)) if pool else (1, None)
+    if cfg is None or cat is None or cat.remote_root is None:
+        shard = S.ingest_shard(plan_path, work, workers, shared)
+    else:
+        shard = _through_store(cfg, cat, plan_path, work, workers, shared)
     get_run_logger().info("shard %s: %d accepted, %d rejected (written by %s)", shard.name, shard.accepted,
                           shard.rejected, shard.writer)
     return shard
+
+
+def _through_store(cfg: PipelineConfig, cat: Catalog, plan_path: str, work: ShardWork, workers: int,
+                   pool: ProcessPoolExecutor | None) -> ShardResult:
+    """One shard written in this process's own working copy from its plan and work file, pulled from the store
+    into scratch space; pushed back: the image list for finish, then the rejects, then the samples (the shard's
+    mark). Returns it with the paths where the flow finds it once it pulls (`collect`)."""
+    mine, stage = storage.own_copy(cfg, cat), Path(plan_path).parent
+    with tempfile.TemporaryDirectory(prefix="mm-ingest-plan-") as scratch:  # the plan's files, for this task only
+        storage.fetch(cat, stage, [Path(plan_path).name, Path(work.path).name], into=Path(scratch))
+        here = str(Path(scratch) / Path(plan_path).name)
+        shard = S.ingest_shard(here, work, workers, pool, mine.processed)
+        storage.deliver(cat, stage, [IngestPlan.load(here).images_file(work.index).name], source=Path(scratch))
+    storage.deliver(mine, mine.processed, [Path(shard.rejects_path).name, Path(shard.samples_path).name])
+    return ShardResult.of(cat.processed, shard.index, shard.accepted, shard.rejected, shard.new, shard.writer)
+
+
+def collect(cat: Catalog, planned: IngestPlan, shards: list[ShardResult]) -> None:
+    """With an object-store data_root, after the shard tasks: what they pushed (their shards, and the image
+    lists finish reads) comes down into the flow's working copy."""
+    storage.pull(cat, cat.processed, only=[Path(p).name for s in shards for p in (s.rejects_path, s.samples_path)])
+    storage.pull(cat, Path(planned.stage), only=[planned.images_file(s.index).name for s in shards])
 
 
 @task

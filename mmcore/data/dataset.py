@@ -42,10 +42,16 @@ def load_samples(processed: ProcessedDir, splits: tuple[str, ...] = ("train",), 
     """The samples of `splits` in the shards the manifest lists, with their token ids."""
     read_manifest(processed)  # a clear error when the dataset was not ingested
     cols = ["sample_id", "split", "captions", "qa"] + (["image"] if with_images else [])
-    samples = read_tables(processed.listed("samples"), columns=cols)
-    tokens = read_tables(processed.listed("tokens"))
-    mask = pc.is_in(samples["split"], pa.array(list(splits)))
-    samples, tokens = samples.filter(mask), tokens.filter(mask)  # token shards align row by row
+    kept_samples, kept_tokens = [], []
+    for samples_path, tokens_path in zip(processed.listed("samples"), processed.listed("tokens"), strict=True):
+        # shard by shard: only the rows of `splits` are ever held, never the whole dataset (the val split of a
+        # streamed training run is a small part of it)
+        part = read_tables([samples_path], columns=cols)
+        mask = pc.is_in(part["split"], pa.array(list(splits)))
+        kept_samples.append(part.filter(mask))
+        kept_tokens.append(read_tables([tokens_path]).filter(mask))  # token shards align row by row
+    samples = pa.concat_tables(kept_samples) if kept_samples else read_tables([], columns=cols)
+    tokens = pa.concat_tables(kept_tokens) if kept_tokens else read_tables([])
     images = (np.stack([decode_png(b) for b in samples["image"].to_pylist()]) if with_images and len(samples)
               else np.zeros((0, 3, 1, 1), np.uint8))
     return SampleSet(

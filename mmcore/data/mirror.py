@@ -11,6 +11,9 @@ files it vouches for. Each file lands whole: an S3 upload becomes visible only w
 filesystems, and locally, a file is written under a hidden temporary name and renamed. A killed push or
 pull therefore leaves whole files and no mark, and running it again copies what is still missing.
 Hidden files (temporary files, locks) are never copied.
+
+`only` limits either direction to some files of the folder: a shard task on a worker pulls the inputs of its
+shard and pushes its output, without touching the rest. `remove` deletes a folder (or some files of it).
 """
 
 from __future__ import annotations
@@ -46,9 +49,13 @@ def _ordered(names: Sequence[str], last: Sequence[str]) -> list[str]:
     return sorted(n for n in names if n not in marks) + marks
 
 
-def _remote_files(remote: Storage) -> dict[str, pafs.FileInfo]:
+def _remote_files(remote: Storage, only: Sequence[str] | None = None) -> dict[str, pafs.FileInfo]:
+    """The files under `remote` (those `only` names, asked for one by one: no listing of a large folder)."""
     base = remote.path("")
-    infos = remote.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    if only is not None:
+        infos = remote.fs.get_file_info([remote.path(rel) for rel in only]) if only else []
+    else:
+        infos = remote.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     out = {}
     for info in infos:
         rel = info.path[len(base):].lstrip("/")
@@ -57,11 +64,12 @@ def _remote_files(remote: Storage) -> dict[str, pafs.FileInfo]:
     return out
 
 
-def _local_files(local: Path) -> dict[str, os.stat_result]:
+def _local_files(local: Path, only: Sequence[str] | None = None) -> dict[str, os.stat_result]:
     if not local.is_dir():
         return {}
+    paths = local.rglob("*") if only is None else (local / rel for rel in only)
     out = {}
-    for path in local.rglob("*"):
+    for path in paths:
         rel = path.relative_to(local).as_posix()
         if path.is_file() and not _hidden(rel):
             out[rel] = path.stat()
@@ -95,24 +103,26 @@ def _upload(path: Path, remote: Storage, rel: str) -> None:
         raise
 
 
-def push(local: str | Path, remote: Storage, last: Sequence[str] = ()) -> SyncReport:
-    """Upload the files of `local` that `remote` lacks or holds older copies of; `last` go last.
+def push(local: str | Path, remote: Storage, last: Sequence[str] = (), only: Sequence[str] | None = None
+         ) -> SyncReport:
+    """Upload the files of `local` (those `only` names) that `remote` lacks or holds older copies of; `last`
+    go last.
 
-    When other files of a folder the store holds complete are about to change, its marks are deleted
-    first and uploaded again at the end: a reader meanwhile sees an incomplete folder, never a mark
-    beside files it does not describe.
+    When other files of a folder the store holds complete are about to change, its marks (`last`) are
+    deleted from the store first, and uploaded again at the end if they are among the files pushed: a
+    reader meanwhile sees an incomplete folder, never a mark beside files it does not describe.
     """
     local, report = Path(local), SyncReport()
-    mine, theirs = _local_files(local), _remote_files(remote)
+    mine = _local_files(local, only)
+    theirs = _remote_files(remote, None if only is None else [*only, *(m for m in last if m not in only)])
 
     def current(rel: str) -> bool:
         st, info = mine[rel], theirs.get(rel)
         return info is not None and _current(st.st_size, st.st_mtime, info.size, info.mtime.timestamp())
 
     order = _ordered(list(mine), last)
-    marks = [rel for rel in order if rel in last]
     if any(not current(rel) for rel in order if rel not in last):
-        for rel in marks:
+        for rel in last:
             if rel in theirs:
                 remote.fs.delete_file(remote.path(rel))
                 del theirs[rel]
@@ -131,9 +141,7 @@ def pull(remote: Storage, local: str | Path, last: Sequence[str] = (),
     """Download the files of `remote` that `local` lacks or holds older copies of; `last` go last.
     `only` limits the pull to those relative paths."""
     local, report = Path(local), SyncReport()
-    mine, theirs = _local_files(local), _remote_files(remote)
-    if only is not None:
-        theirs = {rel: info for rel, info in theirs.items() if rel in only}
+    mine, theirs = _local_files(local, only), _remote_files(remote, only)
     for rel in _ordered(list(theirs), last):
         info, st = theirs[rel], mine.get(rel)
         remote_mtime = info.mtime.timestamp()
@@ -147,3 +155,14 @@ def pull(remote: Storage, local: str | Path, last: Sequence[str] = (),
         report.copied.append(rel)
         report.bytes += info.size
     return report
+
+
+def remove(remote: Storage, only: Sequence[str] | None = None) -> int:
+    """Delete the folder `remote` with everything in it (or only the files `only` names); returns the files
+    deleted. A folder or file that is not there is no error."""
+    found = _remote_files(remote, only)
+    for rel in _ordered(list(found), ()):
+        remote.fs.delete_file(remote.path(rel))
+    if only is None and remote.fs.get_file_info(remote.path("")).type == pafs.FileType.Directory:
+        remote.fs.delete_dir(remote.path(""))  # hidden files and empty folders (markers on S3) too
+    return len(found)

@@ -109,10 +109,12 @@ def plan(cfg: PipelineConfig, cat: Catalog, retry_rejected: bool = False) -> Ing
     return plan_ingest(open_source(cat.source, cfg.ingest.format), cat.processed, cfg.ingest, retry_rejected)
 
 
-def ingest_shard(plan_path: str, work: ShardWork, workers: int = 1,
-                 pool: ProcessPoolExecutor | None = None) -> ShardResult:
-    """Decode and write one planned shard; `pool` is a decode pool of `workers` processes to share."""
-    return decode_shard(IngestPlan.load(plan_path), work, workers, pool)
+def ingest_shard(plan_path: str, work: ShardWork, workers: int = 1, pool: ProcessPoolExecutor | None = None,
+                 processed: ProcessedDir | None = None) -> ShardResult:
+    """Decode and write one planned shard; `pool` is a decode pool of `workers` processes to share.
+    `processed`: write it there instead of the planned folder (the dataset folder of a worker's own working
+    copy; `plan_path` is then a copy of the plan file, with copies of the work files beside it)."""
+    return decode_shard(IngestPlan.load(plan_path, processed), work, workers, pool)
 
 
 def finish(cfg: PipelineConfig, cat: Catalog, plan_path: str, shards: list[ShardResult],

@@ -4,8 +4,11 @@ The pretrain stage starts this itself when `pretrain.processes` > 1, with `--spe
 catalog it resolved, in one file. To start it by hand (several nodes, say), give a preset instead:
 
     torchrun --standalone --nproc_per_node 2 -m mmcore.stages.torchrun --preset demo
-    torchrun --nnodes 2 --node_rank 0 --master_addr host0 --nproc_per_node 8 -m mmcore.stages.torchrun \
-        --preset shapes-large --set data_root=/shared/data
+    torchrun --nnodes 2 --rdzv-backend c10d --rdzv-endpoint host0:29400 --rdzv-id run1 --nproc_per_node 8 \
+        -m mmcore.stages.torchrun --preset shapes-large --set data_root=/shared/data     (on every node)
+
+or let the stage do it on every node: `mm pretrain --set pretrain.nnodes=2 --set pretrain.processes=8
+--set pretrain.rdzv_endpoint=host0:29400 --set data_root=/shared/data`.
 
 Every rank reads the ingested samples and trains on its share of each epoch (`distributed.shard`); rank 0
 writes the checkpoint and the encoder where the pretrain stage looks for them, under the same resume key,
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig, load_config
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     world = distributed.init_from_env()
     try:
         objective, result = train_here(cfg, cat, EventHooks() if args.events else PrintHooks())
-        if distributed.is_main():
+        distributed.barrier()  # no node's stage goes on before rank 0 has written the checkpoint and encoder
+        if distributed.is_main() or os.environ.get("LOCAL_RANK") == "0":  # each node's launcher gets a summary
             summary = {"objective": objective, "world": world, "epochs": len(result.history),
                        "resumed_from": result.resumed_from}
             if args.events:

@@ -55,10 +55,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: Stateful, scheduler: Stateful, epoch: int,
-                    history: list[dict[str, float]], key: str, best: dict[str, Any] | None = None) -> None:
+                    history: list[dict[str, float]], key: str, best: dict[str, Any] | None = None,
+                    progress: dict[str, Any] | None = None) -> None:
     """Writes the full state after `epoch` epochs, atomically; a no-op on every rank but 0.
 
-    `best` is the early-stopping state, saved only when given (runs with a monitor).
+    `best` is the early-stopping state, saved only when given (runs with a monitor). `progress` marks a
+    checkpoint taken inside epoch `epoch` (0-based): the batches it has done and its loss sums so far.
     """
     if not distributed.is_main():
         return
@@ -69,6 +71,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: Stateful, sch
              **rng_state(), "epoch": epoch, "history": history, "key": key}
     if best is not None:
         state["best"] = best
+    if progress is not None:
+        state["progress"] = progress
     save_torch(state, path)
 
 
@@ -86,12 +90,13 @@ def load_checkpoint(path: str | Path, key: str, warn: integrity.Warn = integrity
 
 
 def resume(path: str | Path, key: str, model: nn.Module, optimizer: Stateful, scheduler: Stateful,
-           best: Stateful, warn: integrity.Warn = integrity.warn) -> tuple[int, list[dict[str, float]]]:
+           best: Stateful, warn: integrity.Warn = integrity.warn,
+           progress: dict[str, Any] | None = None) -> tuple[int, list[dict[str, float]]]:
     """Loads a checkpoint saved under `key` into the given objects and the RNGs.
 
     Returns the number of epochs already done (the epoch to start at) and their metrics history; without
     such a checkpoint (none, another key's, or a corrupt one: `warn` names it) nothing is touched and the
-    run starts at (0, []).
+    run starts at (0, []). A checkpoint taken inside that epoch fills `progress` with how far it got.
     """
     state = load_checkpoint(path, key, warn)
     if state is None:
@@ -102,4 +107,6 @@ def resume(path: str | Path, key: str, model: nn.Module, optimizer: Stateful, sc
     set_rng_state(state)
     if "best" in state:  # only runs with a monitor save it
         best.load_state_dict(state["best"])
+    if progress is not None and "progress" in state:
+        progress.update(state["progress"])
     return int(state["epoch"]), list(state["history"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,6 +14,7 @@ from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.augment import augment_batch, flippable
 from mmcore.data.dataset import SampleSet
+from mmcore.data.stream import PairStream
 from mmcore.io import save_torch
 from mmcore.losses import contrastive_loss
 from mmcore.metrics import retrieval_metrics
@@ -57,15 +58,20 @@ def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int, devic
     With `groups` (hard negatives, see `neighbour_groups`) the epoch is those groups in their order, so
     the images of a group share a batch; otherwise a seeded shuffle. Under torchrun each rank takes its
     share of the epoch (`distributed.shard`, of whole groups) in batches of batch_size / world, so a step
-    still sees batch_size pairs in all; the contrastive negatives of a pair are those on its own rank.
+    still sees batch_size pairs in all, and the loss gathers every rank's pairs as negatives
+    (`contrastive_loss`). Every rank's batches have the same sizes, which gathering needs: a rank whose
+    groups hold fewer images than another's repeats its first ones.
     `augment` crops and flips the images (mmcore/data/augment.py) with draws of their own generator, so
     the caption picks are the same with it or without.
     """
     if groups is None:
         order = distributed.shard(epoch_order(len(data), seed, epoch))
     else:
-        mine = distributed.shard(torch.arange(len(groups)))
-        order = torch.tensor([i for g in mine.tolist() for i in groups[g]], dtype=torch.long)
+        world = distributed.world()
+        shares = [distributed.shard(torch.arange(len(groups)), r, world).tolist() for r in range(world)]
+        longest = max(sum(len(groups[g]) for g in share) for share in shares)
+        mine = [i for g in shares[distributed.rank()] for i in groups[g]]
+        order = torch.tensor((mine * -(-longest // max(len(mine), 1)))[:longest], dtype=torch.long)
     batch_size = max(2, batch_size // distributed.world())
     gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank())
     aug_gen = torch.Generator().manual_seed(seed * 7919 + epoch + 1_000_003 * distributed.rank() + 2**40)
@@ -78,6 +84,23 @@ def _pair_batches(data: SampleSet, batch_size: int, seed: int, epoch: int, devic
         if augment is not None:
             images = augment_batch(images, augment.may_flip[idx], augment.scale, aug_gen)
         yield images, pad_batch(picks).to(device)
+
+
+def _stream_batches(stream: PairStream, cfg: PretrainConfig, device: torch.device) -> Callable[..., Iterator]:
+    """`batches(epoch, skip=0)` of a streamed training split: this rank's batches after the first `skip`, which
+    the stream passes over without decoding them. Augmentation draws from a generator seeded per batch, so a
+    resumed epoch crops and flips its remaining batches as the unbroken one did."""
+
+    def batches(epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for n, (images, ids, may_flip) in enumerate(stream.loader(epoch, cfg.loader_workers, skip), start=skip):
+            images = images.to(device)
+            if cfg.augment:
+                gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 1_000_003 + n + 2**40)
+                images = augment_batch(images, may_flip, cfg.crop_scale, gen)
+            yield images, ids.to(device)
+
+    batches.skips = True  # type: ignore[attr-defined]  (see loop.epoch_batches)
+    return batches
 
 
 @torch.no_grad()
@@ -129,8 +152,8 @@ def embed_pairs(model: DualEncoder, images: np.ndarray, caption_ids: list[list[l
     return torch.cat(img).numpy(), torch.cat(txt).numpy(), np.array([i for i, _ in flat])
 
 
-def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-             out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
+def pretrain(train: SampleSet | PairStream, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig,
+             vocab_size: int, out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
              resume_key: str = "", tokenizer: TextTokenizer | None = None,
              on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the dual encoder; checkpoints each epoch in `out` and writes its encoder at the end.
@@ -139,8 +162,9 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
     `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only. `on_step`
     gets the loss of every `cfg.log_every_steps`-th batch (none when it is 0).
     """
-    train, val = _with_captions(train), _with_captions(val)
-    if len(train) < 2:
+    streamed = isinstance(train, PairStream)
+    train, val = (train if streamed else _with_captions(train)), _with_captions(val)
+    if not streamed and len(train) < 2:
         raise ValueError(f"contrastive pretraining needs at least 2 training samples with captions, got {len(train)}")
     seed_everything(cfg.seed)
     model = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer).to(device)
@@ -159,14 +183,18 @@ def pretrain(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: Pret
         m = retrieval_metrics(img, txt, owner, ks=(1, 5), text_keys=np.array(same))
         return {"val_t2i_r1": m["t2i_r1"], "val_i2t_r1": m["i2t_r1"], "val_t2i_r5": m["t2i_r5"]}
 
-    per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())
-    steps = max(1, -(-per_rank // size))
-    fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
-    augment = Augment(cfg.crop_scale, flippable(train.captions)) if cfg.augment else None
+    if streamed:
+        steps, batches = max(1, train.steps(0)), _stream_batches(train, cfg, device)
+    else:
+        per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())
+        steps = max(1, -(-per_rank // size))
+        augment = Augment(cfg.crop_scale, flippable(train.captions)) if cfg.augment else None
 
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        groups = _hard_negative_groups(model, train, cfg, epoch, device)
-        return _pair_batches(train, cfg.batch_size, cfg.seed, epoch, device, groups, augment)
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            groups = _hard_negative_groups(model, train, cfg, epoch, device)
+            return _pair_batches(train, cfg.batch_size, cfg.seed, epoch, device, groups, augment)
+
+    fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
 
     result = fit(model, fit_cfg, batches, step,
                  validate, checkpoint=out.checkpoint, on_epoch=on_epoch, resume_key=resume_key,

@@ -99,6 +99,12 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+def barrier() -> None:
+    """Waits until every rank gets here (nothing outside a process group)."""
+    if _world() > 1:
+        dist.barrier()
+
+
 def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     """The mean of each value over all ranks (every rank must pass the same keys, in the same order)."""
     if _world() == 1:
@@ -125,3 +131,14 @@ def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad.div_(n)
+
+
+def gather_with_grad(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's `rows`, concatenated in rank order, with gradient: the backward pass hands each rank the
+    sum over all ranks of the gradient of its own rows (torch.distributed.nn.all_gather, as OpenCLIP's
+    gather_with_grad). Every rank must pass the same shape. Outside a process group, `rows` itself."""
+    if _world() == 1:
+        return rows
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(rows), dim=0)

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class FitConfig:
     monitor: str | None = None  # a validate() key: keep the weights of the epoch where it was best
     mode: str = "max"  # whether a larger ("max") or smaller ("min") monitored value is better
     patience: int | None = None  # stop after this many epochs without improvement (needs monitor)
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps inside an epoch (0: at epoch ends only)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -87,7 +89,8 @@ def stage_fit_config(cfg: Any, steps_per_epoch: int, monitor: str, mode: str, ha
     stop = cfg.patience is not None and has_validation
     return FitConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
                      precision=cfg.precision, accumulate=cfg.accumulate, monitor=monitor if stop else None,
-                     mode=mode, patience=cfg.patience if stop else None)
+                     mode=mode, patience=cfg.patience if stop else None,
+                     checkpoint_every=getattr(cfg, "checkpoint_every", 0))
 
 
 @dataclass
@@ -209,21 +212,25 @@ def train_one_epoch(
     autocast: AbstractContextManager | None = None,
     on_step: StepCallback | None = None,
     step_every: int = 1,
+    progress: dict[str, Any] | None = None,
+    save_partial: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
     """Trains on the batches of `epoch`, one optimizer step per `cfg.accumulate` of them.
 
     `ddp`, when given, wraps `step` (see `_Stepper`) and runs it instead. Returns the epoch's mean loss
-    terms as `train_<name>`, averaged over ranks.
+    terms as `train_<name>`, averaged over ranks. `progress` ({"batches", "sums"}, from a checkpoint taken
+    inside this epoch) starts after the batches it counts; `save_partial(progress)` is called every
+    `cfg.checkpoint_every` optimizer steps.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     forward = ddp if ddp is not None else step
     autocast = autocast if autocast is not None else nullcontext()
     main = distributed.is_main()
     model.train()
-    sums: dict[str, float] = {}
-    count = 0
+    count = int((progress or {}).get("batches", 0))
+    sums: dict[str, float] = dict((progress or {}).get("sums", {}))
     optimizer.zero_grad(set_to_none=True)
-    for batch in batches(epoch):
+    for batch in epoch_batches(batches, epoch, count):
         closes_group = (count + 1) % cfg.accumulate == 0
         # DDP would all-reduce on every backward; within a group only the last one needs to
         with ddp.no_sync() if ddp is not None and not closes_group else nullcontext():
@@ -241,9 +248,22 @@ def train_one_epoch(
         count += 1
         if on_step is not None and main and count % step_every == 0:
             on_step(epoch * cfg.steps_per_epoch + count - 1, {**values, "lr": scheduler.get_last_lr()[0]})
+        if save_partial is not None and closes_group and (count // cfg.accumulate) % cfg.checkpoint_every == 0:
+            save_partial({"batches": count, "sums": dict(sums)})
     if count % cfg.accumulate:
         _optimizer_step(params, optimizer, scheduler, cfg, count % cfg.accumulate, ddp)
     return distributed.all_reduce_mean({f"train_{k}": v / max(1, count) for k, v in sums.items()})
+
+
+def epoch_batches(batches: Callable[..., Iterable[Any]], epoch: int, skip: int) -> Iterable[Any]:
+    """The batches of `epoch` after the first `skip`: `batches(epoch, skip)` when it can pass over them itself
+    (its `skips` attribute, e.g. a stream that need not decode them), else those it yields, the first
+    `skip` drawn and dropped (so every random draw is the same as in the unbroken epoch)."""
+    if not skip:
+        return batches(epoch)
+    if getattr(batches, "skips", False):
+        return batches(epoch, skip)
+    return islice(batches(epoch), skip, None)
 
 
 def evaluate(model: nn.Module, validate: Callable[[], dict[str, float]]) -> dict[str, float]:
@@ -267,15 +287,13 @@ def fit(
 ) -> FitResult:
     """Trains `model` for cfg.epochs; `batches(epoch)` yields the batches of that epoch.
 
-    With `checkpoint`, the full state is written atomically after every epoch, and an existing file
-    written with the same `resume_key` (a digest of data and config) resumes the run where it stopped;
-    one with another key is ignored and overwritten.
-
-    In a torch.distributed group of more than one process, the step runs under DistributedDataParallel:
-    `batches` must then yield this rank's share (see `distributed.shard`), the same number of batches on
-    every rank. Only rank 0 writes the checkpoint (which all ranks resume from, so it must be on a shared
-    file system) and calls `on_epoch`.
-
+    With `checkpoint`, the full state is written atomically after every epoch (and every
+    `cfg.checkpoint_every` optimizer steps), and a file written with the same `resume_key` (a digest of data
+    and config) resumes the run where it stopped, inside an epoch too (`epoch_batches`); one with another
+    key is ignored and overwritten.
+    Under torch.distributed the step runs under DistributedDataParallel: `batches` must then yield this
+    rank's share (see `distributed.shard`), the same number of batches on every rank. Only rank 0 writes
+    the checkpoint (all ranks resume from it: a shared file system) and calls `on_epoch`.
     With `on_step`, every `step_every`-th batch's loss terms (and the learning rate) are reported too,
     numbered by batches since the start of training.
     """
@@ -284,10 +302,11 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-    result = FitResult()
-    best = _Best(cfg.mode)
+    result, best, progress = FitResult(), _Best(cfg.mode), {}  # progress: how far an epoch's checkpoint got
     if checkpoint is not None:
-        result.resumed_from, result.history = resume(checkpoint, resume_key, model, opt, sched, best)
+        result.resumed_from, result.history = resume(checkpoint, resume_key, model, opt, sched, best,
+                                                     progress=progress)
+    save = _saver(checkpoint, cfg, model, opt, sched, result.history, resume_key, best)
     # device_ids=None: CPU or one GPU
     ddp = nn.parallel.DistributedDataParallel(_Stepper(model, step)) if distributed.world() > 1 else None
     autocast = _autocast(cfg.precision, params[0].device if params else torch.device("cpu"))
@@ -295,24 +314,40 @@ def fit(
         if best.exhausted(cfg.patience):  # also a resumed run that had stopped
             result.stopped_early = True
             break
+        inside = (lambda done, e=epoch: save(e, done)) if save and cfg.checkpoint_every else None
         metrics = train_one_epoch(model, step, batches, epoch, opt, sched, cfg, ddp=ddp, autocast=autocast,
-                                  on_step=on_step, step_every=step_every)
+                                  on_step=on_step, step_every=step_every, progress=progress, save_partial=inside)
+        progress = {}
         metrics["lr"] = sched.get_last_lr()[0]
         if validate is not None:
             metrics.update(evaluate(model, validate))
         if cfg.monitor is not None:
             best.observe(metrics, cfg.monitor, epoch, model)
         result.history.append(metrics)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, opt, sched, epoch + 1, result.history, resume_key,
-                            best.state_dict() if cfg.monitor is not None else None)
+        if save:
+            save(epoch + 1)
         if on_epoch is not None and distributed.is_main():
             on_epoch(epoch, metrics)
+    return _finish(model, result, best)
+
+
+def _finish(model: nn.Module, result: FitResult, best: _Best) -> FitResult:
+    """The model with the best epoch's weights (with a monitor), in eval mode, and the result saying which."""
     if best.weights is not None:
         model.load_state_dict(best.weights)
     result.best_epoch, result.best_value = best.epoch, best.value
     model.eval()
     return result
+
+
+def _saver(checkpoint: str | Path | None, cfg: FitConfig, model: nn.Module, opt: Any, sched: Any,
+           history: list[dict[str, float]], key: str, best: _Best) -> Callable[..., None] | None:
+    """`save(epochs_done, progress=None)`: the checkpoint after some epochs, or inside the next one."""
+    if checkpoint is None:
+        return None
+    return lambda epochs, progress=None: save_checkpoint(
+        checkpoint, model, opt, sched, epochs, history, key, best.state_dict() if cfg.monitor is not None else None,
+        progress=progress)
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int = 0) -> torch.Tensor:

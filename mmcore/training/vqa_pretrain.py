@@ -17,12 +17,13 @@ from torch import nn
 from mmcore.catalog import PretrainDir
 from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
+from mmcore.data.stream import PairStream, QuestionStream
 from mmcore.losses import classification_loss, soft_score_loss
 from mmcore.models.builders import HeadDims, build_vqa
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
-from mmcore.training.answers import answer_vocabulary, dense_scores, soft_targets
+from mmcore.training.answers import QA, answer_vocabulary, dense_scores, soft_targets
 from mmcore.training.contrastive import pretrain, save_encoder
 from mmcore.training.loop import (
     EpochCallback,
@@ -51,8 +52,8 @@ def resolve_objective(objective: str, train: SampleSet) -> str:
     raise ValueError("the training split has neither captions nor questions: nothing to pretrain on")
 
 
-def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-                     out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
+def pretrain_encoder(train: SampleSet | PairStream, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig,
+                     vocab_size: int, out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                      resume_key: str = "", tokenizer: TextTokenizer | None = None,
                      on_step: StepCallback | None = None) -> tuple[str, DualEncoder, FitResult]:
     """Pretrains with the objective `cfg.objective` resolves to; returns it with the model and the fit result.
@@ -60,7 +61,10 @@ def pretrain_encoder(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, c
     `tokenizer` (the one that made the token ids) is needed by the minilm text encoder only; `on_step`
     gets every `cfg.log_every_steps`-th batch's loss.
     """
-    objective = resolve_objective(cfg.objective, train)
+    if isinstance(train, PairStream):  # the stream's kind is the objective (mmcore.stages.pretrain chose it)
+        objective = "vqa" if isinstance(train, QuestionStream) else "contrastive"
+    else:
+        objective = resolve_objective(cfg.objective, train)
     train_fn = pretrain if objective == "contrastive" else pretrain_vqa
     model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out, device, on_epoch, resume_key, tokenizer,
                              on_step)
@@ -79,15 +83,26 @@ def _questions(data: SampleSet, index: dict[str, int], soft: list[dict[int, floa
             for qas, qids in zip(data.qa, data.question_ids, strict=True)]
 
 
-def _targets(train: SampleSet, val: SampleSet) -> tuple[list[str], Questions, Questions, bool]:
-    """The answer classes, the questions of each split with their targets, and whether those are soft scores."""
-    answers = answer_vocabulary(train.qa)
+def stream_targets(train_qa: QA) -> tuple[list[str], bool]:
+    """The answer classes of the training questions, and whether they train on soft scores."""
+    answers = answer_vocabulary(train_qa)
     if not answers:
         raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
+    return answers, soft_targets(train_qa, answers) is not None
+
+
+def _targets(train: SampleSet | QuestionStream, val: SampleSet) -> tuple[list[str], Questions, Questions, bool]:
+    """The answer classes, the questions of each split with their targets (a stream makes its own), and
+    whether those are soft scores."""
+    if isinstance(train, QuestionStream):
+        answers, soft, train_questions = train.answers, train.soft, []
+    else:
+        answers, soft = stream_targets(train.qa)
     index = {a: i for i, a in enumerate(answers)}
-    soft = soft_targets(train.qa, answers)
-    val_soft = soft_targets(val.qa, answers) if soft is not None else None
-    return answers, _questions(train, index, soft), _questions(val, index, val_soft), soft is not None
+    val_soft = soft_targets(val.qa, answers) if soft else None
+    if not isinstance(train, QuestionStream):
+        train_questions = _questions(train, index, soft_targets(train.qa, answers) if soft else None)
+    return answers, train_questions, _questions(val, index, val_soft), soft
 
 
 def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,
@@ -119,8 +134,8 @@ def _batch(data: SampleSet, qs: Questions, idx: list[int], n_answers: int,
             pad_batch([q[0] for q in flat]).to(device), y.to(device))
 
 
-def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int,
-                 out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
+def pretrain_vqa(train: SampleSet | QuestionStream, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig,
+                 vocab_size: int, out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                  resume_key: str = "", tokenizer: TextTokenizer | None = None,
                  on_step: StepCallback | None = None) -> tuple[DualEncoder, FitResult]:
     """Trains the image encoder with a VQA head on top; writes the dual encoder to `out`.
@@ -131,7 +146,8 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
     Checkpoints every epoch; a checkpoint with the same `resume_key` is continued, not redone.
     """
     answers, questions, val_questions, soft = _targets(train, val)
-    keep = [i for i, q in enumerate(train.question_ids) if q]
+    streamed = isinstance(train, QuestionStream)
+    keep = [] if streamed else [i for i, q in enumerate(train.question_ids) if q]
     loss = soft_score_loss if soft else classification_loss
     seed_everything(cfg.seed)
     encoder, head = _encoder_with_head(enc_cfg, cfg, vocab_size, len(answers), tokenizer)
@@ -141,12 +157,18 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
         feats = encoder.encode_image(images)  # grid (B, G, g, g), pooled (B, C)
         return head(feats.grid, feats.pooled, q, owner)  # (Q, A)
 
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def batches(epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        if streamed:  # passes over the first `skip` batches undecoded
+            for batch in train.loader(epoch, cfg.loader_workers, skip):
+                yield tuple(t.to(device) for t in batch)
+            return
         # Under torchrun: this rank's share of the epoch, in batches of batch_size / world images.
         order = [keep[i] for i in distributed.shard(epoch_order(len(keep), cfg.seed, epoch)).tolist()]
         size = max(1, cfg.batch_size // distributed.world())
-        for s in range(0, len(order), size):
+        for s in range(skip * size, len(order), size):  # a batch's draws come from no generator: skip by index
             yield _batch(train, questions, order[s : s + size], len(answers), device)
+
+    batches.skips = True  # type: ignore[attr-defined]  (see loop.epoch_batches)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, owner, q, y = batch
@@ -166,8 +188,8 @@ def pretrain_vqa(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg: 
         return {"val_vqa_acc": right / total}
 
     per_rank, size = -(-len(keep) // distributed.world()), max(1, cfg.batch_size // distributed.world())
-    fit_cfg = stage_fit_config(cfg, max(1, -(-per_rank // size)), "val_vqa_acc", "max", any(val_questions),
-                               cfg.weight_decay)
+    steps = train.steps(0) if streamed else -(-per_rank // size)
+    fit_cfg = stage_fit_config(cfg, max(1, steps), "val_vqa_acc", "max", any(val_questions), cfg.weight_decay)
     result = fit(model, fit_cfg, batches, step, validate, checkpoint=out.checkpoint, on_epoch=on_epoch,
                  resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
                  step_every=max(1, cfg.log_every_steps))

@@ -66,3 +66,18 @@ def test_the_preset_is_not_a_parameter_or_part_of_a_digest():
     cfg = load_config("demo")
     assert "preset" not in cfg.flat()
     assert cfg.digest() == load_config("demo", {"pretrain.log_every_steps": 5}).digest()
+
+
+def test_streamed_pretraining_and_several_nodes_say_what_they_need():
+    from mmcore.config import load_config
+
+    with pytest.raises(ValueError, match="hard_negatives needs pretrain.data=memory"):
+        load_config("demo", {"pretrain.data": "stream"})  # the demo batches hard negatives
+    assert load_config("demo", {"pretrain.data": "stream", "pretrain.hard_negatives": 0}).pretrain.data == "stream"
+    with pytest.raises(ValueError, match=r"pretrain.nnodes=2 needs pretrain.rdzv_endpoint=host:port"):
+        load_config("smoke", {"pretrain.nnodes": 2})
+    two = load_config("smoke", {"pretrain.nnodes": 2, "pretrain.rdzv_endpoint": "10.0.0.5:29400"})
+    # where the rendezvous is, and how often to checkpoint, change no result: not in the digest
+    moved = load_config("smoke", {"pretrain.nnodes": 2, "pretrain.rdzv_endpoint": "10.0.0.6:29400",
+                                  "pretrain.checkpoint_every": 50})
+    assert two.digest("pretrain") == moved.digest("pretrain")

@@ -23,7 +23,8 @@ from mmcore.io import read_json, write_json
 
 @dataclass(frozen=True)
 class ShardWork:
-    """One shard to (re)build: its index and a file holding its records (pickled, in source order)."""
+    """One shard to (re)build: its index and a file holding its records (pickled, in source order), in the
+    plan's staging folder (`IngestPlan.work_file` finds it in a copy of that folder too)."""
 
     index: int
     records: int
@@ -62,9 +63,13 @@ class IngestPlan:
         return self.path
 
     @classmethod
-    def load(cls, path: str | Path) -> IngestPlan:
+    def load(cls, path: str | Path, processed: ProcessedDir | None = None) -> IngestPlan:
+        """The plan saved at `path`; its staging files are those beside `path`, so a copy of the staging folder
+        elsewhere (a worker's own working copy) serves as well. `processed`: where its shards go instead of the
+        planned folder (the same dataset folder in that working copy)."""
         data = read_json(path)
-        return cls(**{**data, "processed": ProcessedDir(Path(data["processed"])),
+        return cls(**{**data, "stage": str(Path(path).parent),
+                      "processed": processed or ProcessedDir(Path(data["processed"])),
                       "cfg": IngestConfig.model_validate(data["cfg"]), "work": [ShardWork(**w) for w in data["work"]]})
 
     def ledger(self) -> Ledger:
@@ -75,6 +80,16 @@ class IngestPlan:
     def save_ledger(self, ledger: Ledger) -> None:
         with open(self._ledger_file, "wb") as fh:
             pickle.dump(ledger, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def work_file(self, work: ShardWork) -> Path:
+        """The records of `work`, in this plan's staging folder (wherever the plan was loaded from)."""
+        return Path(self.stage) / Path(work.path).name
+
+    @property
+    def shared_files(self) -> list[str]:
+        """The staging files a shard task reads (the plan and the work files), by name: what a worker on
+        another machine needs of the staging folder (not the ledger, which only finish reads)."""
+        return [Path(self.path).name, *(Path(w.path).name for w in self.work)]
 
     def images_file(self, index: int) -> Path:
         """Where the shard task of `index` lists its accepted images for finish_ingest."""

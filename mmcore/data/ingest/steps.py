@@ -71,7 +71,7 @@ def ingest_shard(plan: IngestPlan, work: ShardWork, workers: int = 1,
         workers: processes that read and decode images (1: in this process, e.g. on a Dask worker).
         pool: a process pool of `workers` to reuse across shards (default: one for this shard).
     """
-    with open(work.path, "rb") as fh:
+    with open(plan.work_file(work), "rb") as fh:
         items = pickle.load(fh)  # our own staging file, written by plan_ingest
     rows = list(ordered_map(plan.uri, plan.cfg, items, workers, pool))
     accepted = [r for r in rows if "image" in r]

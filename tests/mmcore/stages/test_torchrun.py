@@ -62,3 +62,39 @@ def test_a_run_started_by_hand_is_picked_up_by_the_stage(smoke_stages, tmp_path)
     # The stage, in this one process, finds the finished run under the same key and does not train again.
     objective, fitted = pretrain.train_here(cfg, cat, Hooks())
     assert objective == "contrastive" and fitted.resumed_from == cfg.pretrain.epochs
+
+
+def test_two_nodes_joined_by_a_c10d_rendezvous_train_as_one_node_with_both_processes(smoke_stages, tmp_path,
+                                                                                       monkeypatch):
+    """Two "nodes" on 127.0.0.1: the pretrain stage started twice with pretrain.nnodes=2 (one process each),
+    joined by torchrun's c10d rendezvous; the checkpoint equals one node's with 2 processes (same global batch)."""
+    import socket
+    import threading
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    single, one = copy_run(smoke_stages, tmp_path / "one", pretrain__processes=2)
+    pretrain.run(single, one)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg, two = copy_run(smoke_stages, tmp_path / "two", pretrain__processes=1, pretrain__nnodes=2,
+                        pretrain__rdzv_endpoint=f"127.0.0.1:{port}")
+    assert "--rdzv-backend=c10d" in pretrain.launch_command(cfg, two)
+    results, hooks = {}, [Recorder(), Recorder()]
+
+    def node(i: int) -> None:
+        results[i] = pretrain.run(cfg, two, hooks[i])
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(results) == [0, 1], [h.lines[-5:] for h in hooks]
+    assert {r.encoder_sha256 for r in results.values()} == {results[0].encoder_sha256}  # both nodes see one model
+    assert sum(bool(h.epochs) for h in hooks) == 1  # global rank 0 alone reports its epochs
+    mine = torch.load(two.pretrain.checkpoint, weights_only=True)["model"]
+    ref = torch.load(one.pretrain.checkpoint, weights_only=True)["model"]
+    assert mine.keys() == ref.keys()
+    for name in ref:
+        assert torch.allclose(mine[name].float(), ref[name].float(), atol=1e-6), name

@@ -183,3 +183,17 @@ def test_augmented_pretraining_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert result.resumed_from == 1
     assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values(),
                                                  strict=True))
+
+
+def test_every_rank_gets_batches_of_the_same_sizes_from_uneven_groups(monkeypatch):
+    """Gathering negatives across ranks needs equal shapes: a rank whose groups hold fewer images repeats
+    its first ones."""
+    from mmcore.training import contrastive, distributed
+
+    groups = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]  # the last group is short
+    sizes = {}
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "world", lambda: 2)
+        monkeypatch.setattr(distributed, "rank", lambda r=rank: r)
+        sizes[rank] = [len(images) for images, _ in contrastive._pair_batches(_samples(10), 4, 0, 0, CPU, groups)]
+    assert sizes[0] == sizes[1] == [2, 2, 2]  # 6 images each: rank 1's groups [3,4,5], [9] repeat image 3

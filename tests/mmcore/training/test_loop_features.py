@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -329,3 +330,44 @@ def test_shard_gives_every_rank_the_same_number_of_samples(monkeypatch):
     assert distributed.init_from_env() == 1 and distributed.world() == 1 and distributed.is_main()
     assert distributed.shard(order).tolist() == order.tolist()
     assert distributed.all_reduce_mean({"a": 1.5}) == {"a": 1.5}
+
+
+def test_a_run_stopped_inside_an_epoch_resumes_at_the_batch_after_its_last_checkpoint(tmp_path):
+    """checkpoint_every=1: a checkpoint after every optimizer step; a run stopped in the middle of epoch 2 goes on
+    from the batch after the last one saved and ends bit for bit where an unbroken run does."""
+    xs = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+    ys = xs.sum(1, keepdim=True)
+
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        np.random.seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
+
+    def batches(epoch):
+        order = epoch_order(32, 0, epoch)
+        for s in range(0, 32, 8):
+            yield order[s : s + 8]
+
+    def run(model: nn.Module, ckpt: Path, stop_at: int | None = None):
+        def step(idx):
+            noise = torch.from_numpy(np.random.normal(0, 0.5, (len(idx), 1)).astype(np.float32))
+            return {"loss": ((model(xs[idx]) - ys[idx] - noise) ** 2).mean()}
+
+        def on_step(n: int, metrics: dict) -> None:
+            if n == stop_at:
+                raise KeyboardInterrupt  # after this batch's step, before its checkpoint
+
+        cfg = FitConfig(epochs=3, lr=0.05, steps_per_epoch=4, checkpoint_every=1)
+        return fit(model, cfg, batches, step, checkpoint=ckpt, resume_key="k", on_step=on_step)
+
+    full_model = make()
+    full = run(full_model, tmp_path / "full.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(make(), tmp_path / "stopped.pt", stop_at=6)  # epoch 1 (0-based), its third batch
+    state = torch.load(tmp_path / "stopped.pt", weights_only=True)
+    assert (state["epoch"], state["progress"]["batches"]) == (1, 2)
+    resumed_model = make()
+    resumed = run(resumed_model, tmp_path / "stopped.pt")
+    assert resumed.resumed_from == 1 and resumed.history == full.history
+    assert all(torch.equal(a, b) for a, b in zip(full_model.state_dict().values(),
+                                                  resumed_model.state_dict().values(), strict=True))
