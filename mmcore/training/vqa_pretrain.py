@@ -9,7 +9,7 @@ meaningful for such a model (evaluation reports no retrieval metrics for data wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -134,6 +134,26 @@ def _batch(data: SampleSet, qs: Questions, idx: list[int], n_answers: int,
             pad_batch([q[0] for q in flat]).to(device), y.to(device))
 
 
+def _question_batches(train: SampleSet | QuestionStream, questions: Questions, keep: list[int], n_answers: int,
+                      cfg: PretrainConfig, device: torch.device) -> Callable[..., Iterator[tuple[torch.Tensor, ...]]]:
+    """`batches(epoch, skip=0)`: the epoch's batches of images with their questions after the first `skip`;
+    a stream passes over those undecoded, the in-memory split by index (its batches draw nothing)."""
+
+    def batches(epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        if isinstance(train, QuestionStream):
+            for batch in train.loader(epoch, cfg.loader_workers, skip):
+                yield tuple(t.to(device) for t in batch)
+            return
+        # Under torchrun: this rank's share of the epoch, in batches of batch_size / world images.
+        order = [keep[i] for i in distributed.shard(epoch_order(len(keep), cfg.seed, epoch)).tolist()]
+        size = max(1, cfg.batch_size // distributed.world())
+        for s in range(skip * size, len(order), size):
+            yield _batch(train, questions, order[s : s + size], n_answers, device)
+
+    batches.skips = True  # type: ignore[attr-defined]  (see loop.epoch_batches)
+    return batches
+
+
 def pretrain_vqa(train: SampleSet | QuestionStream, val: SampleSet, enc_cfg: EncoderConfig, cfg: PretrainConfig,
                  vocab_size: int, out: PretrainDir, device: torch.device, on_epoch: EpochCallback | None = None,
                  resume_key: str = "", tokenizer: TextTokenizer | None = None,
@@ -157,18 +177,7 @@ def pretrain_vqa(train: SampleSet | QuestionStream, val: SampleSet, enc_cfg: Enc
         feats = encoder.encode_image(images)  # grid (B, G, g, g), pooled (B, C)
         return head(feats.grid, feats.pooled, q, owner)  # (Q, A)
 
-    def batches(epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
-        if streamed:  # passes over the first `skip` batches undecoded
-            for batch in train.loader(epoch, cfg.loader_workers, skip):
-                yield tuple(t.to(device) for t in batch)
-            return
-        # Under torchrun: this rank's share of the epoch, in batches of batch_size / world images.
-        order = [keep[i] for i in distributed.shard(epoch_order(len(keep), cfg.seed, epoch)).tolist()]
-        size = max(1, cfg.batch_size // distributed.world())
-        for s in range(skip * size, len(order), size):  # a batch's draws come from no generator: skip by index
-            yield _batch(train, questions, order[s : s + size], len(answers), device)
-
-    batches.skips = True  # type: ignore[attr-defined]  (see loop.epoch_batches)
+    batches = _question_batches(train, questions, keep, len(answers), cfg, device)
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, owner, q, y = batch
