@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bench.ingest_datasets import tiny_dataset
-from bench.machine import log
+from bench.machine import log, peak_rss_mb
 from mmcore.catalog import ProcessedDir
 from mmcore.config import IngestConfig
 from mmcore.data.ingest import ingest
@@ -25,15 +25,6 @@ def _rss_mb() -> float:
     """This process's current RSS."""
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """This process's high-water RSS (VmHWM). Not ru_maxrss: Linux carries the parent's high-water mark into
-    a vfork+exec'd child's ru_maxrss (RUSAGE_SELF and wait4 alike), so a child started by a 500 MB parent
-    reports >= 500 MB however little it uses; VmHWM belongs to the child's own address space."""
-    with open("/proc/self/status") as fh:
-        kb = next(line for line in fh if line.startswith("VmHWM:")).split()[1]
-    return int(kb) / 1024
 
 
 def memory_child(annotations: str, out: str, trace: bool) -> None:
@@ -51,7 +42,7 @@ def memory_child(annotations: str, out: str, trace: bool) -> None:
     secs = time.perf_counter() - t0
     result = {"seconds": secs, "accepted": report.accepted, "rejected": report.rejected, "shards": len(report.shards),
               "rss_after_imports_mb": round(rss_start, 1),
-              "peak_rss_mb": round(_peak_rss_mb(), 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1),
               "rss_by_records": samples}
     if trace:
         result["traced_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)

@@ -175,3 +175,12 @@ def write_results(res: dict, start: float, out: Path) -> None:
     res["total_seconds"] = round(time.perf_counter() - start, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
+
+
+def peak_rss_mb() -> float:
+    """This process's high-water RSS (VmHWM). Not ru_maxrss: Linux carries the parent's high-water mark into
+    a vfork+exec'd child's ru_maxrss (RUSAGE_SELF and wait4 alike), so a child started by a 500 MB parent
+    reports >= 500 MB however little it uses; VmHWM belongs to the child's own address space."""
+    with open("/proc/self/status") as fh:
+        kb = next(line for line in fh if line.startswith("VmHWM:")).split()[1]
+    return int(kb) / 1024

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.machine import log, machine_busy
+from bench.machine import log, machine_busy, peak_rss_mb
 
 REPO = Path(__file__).resolve().parent.parent
 WARMUP = 10  # steps before the clock starts
@@ -31,12 +31,6 @@ WARMUP = 10  # steps before the clock starts
 
 class Enough(Exception):
     """Raised from the step callback once the measured steps are done."""
-
-
-def _peak_rss_mb() -> float:
-    """VmHWM: this process's own high-water RSS (see bench/ingest_memory.py for why not ru_maxrss)."""
-    with open("/proc/self/status") as fh:
-        return int(next(line for line in fh if line.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def prepare(root: Path, images: int, preset: str, copies: int = 1) -> str:
@@ -113,7 +107,7 @@ def child(processed: str, preset: str, data: str, workers: int, steps: int) -> N
     samples = train.samples if data == "stream" else len(train)
     rate = steps * cfg.pretrain.batch_size / (clock["end"] - clock["start"])
     print(json.dumps({"data": data, "workers": workers, "samples": samples, "load_seconds": round(loaded, 2),
-                      "samples_per_s": round(rate, 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}), flush=True)
+                      "samples_per_s": round(rate, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}), flush=True)
 
 
 def _run(processed: str, preset: str, data: str, workers: int, steps: int) -> dict:

@@ -180,12 +180,9 @@ def predict(
     from mmcore import batch
 
     batch.read_requests(input_, task, fmt or "auto", question)  # a bad task, question or input: before any server
-    if out.suffix.lower() != ".parquet":
-        raise ValueError(f"--out {out} must name a Parquet file (ending in .parquet)")
+    batch.check_options(task, out, k, shard_rows)
     if add_to_index and task != "embed":
         raise ValueError(f"--add-to-index needs --task embed (the images' embeddings); got --task {task}")
-    if k < 1 or shard_rows < 1:
-        raise ValueError(f"-k and --shard-rows must be integers >= 1; got {k} and {shard_rows}")
     from tasks.predict import check_model
 
     check_model(model, dataset)

@@ -74,11 +74,11 @@ def resolve_model(uri: str | None, dataset: str, cache: str) -> Model:
     folder = _download(uri_of_version, Path(cache), f"{name}-{version}" if version else hashlib.sha256(
         uri.encode()).hexdigest()[:16])
     bundle = BundleDir(folder / "bundle")
-    files = combined_digest([file_sha256(f) for f in bundle.files])
+    digest = digest or combined_digest([file_sha256(f) for f in bundle.files])  # a model outside the registry
     info = mlflow.models.get_model_info(str(folder / "model"))
     metadata = info.metadata or {}
     model_id = model_id or getattr(info, "model_id", None)  # a SQL registry leaves it off the version
-    return Model(uri, batch.ModelRef(name, version, digest or files), str(bundle.path), model_id,
+    return Model(uri, batch.ModelRef(name, version, digest), str(bundle.path), model_id,
                  metadata.get("dataset", dataset), metadata.get("config"), aliases)
 
 

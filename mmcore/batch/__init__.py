@@ -34,8 +34,8 @@ import torch
 from mmcore.batch.inputs import IMAGE_TASKS, NO_QUESTION, TASKS, Request, Requests, check_task, read_requests
 from mmcore.data import records as R
 from mmcore.data.images import cut_short
+from mmcore.data.ingest.decode import read_image
 from mmcore.data.shards import vector_type
-from mmcore.data.storage import BadPath, OutsideRoot, Storage, Unreadable
 from mmcore.inference import PixelBomb, Predictor, image_size
 from mmcore.io import folder_lock
 from mmcore.serving import Limits
@@ -43,7 +43,8 @@ from mmcore.serving import Limits
 SHARD_ROWS = 256
 BATCH = 32  # images per forward pass
 OK, REJECTED = "ok", "rejected"
-__all__ = ["NO_QUESTION", "SHARD_ROWS", "TASKS", "ModelRef", "PredictReport", "Request", "Requests", "check_task",
+__all__ = ["NO_QUESTION", "SHARD_ROWS", "TASKS", "ModelRef", "PredictReport", "Request", "Requests", "check_options",
+           "check_task",
            "output_schema", "parts_folder", "predict", "read_requests"]
 
 
@@ -98,14 +99,7 @@ def predict(predictor: Predictor, requests: Requests, task: str, out: Path, mode
     Shards already written by an earlier (killed) run with the same inputs, model and params are reused. Two
     runs writing the same `out` wait for each other (a lock on the parts folder).
     """
-    check_task(task)
-    if k < 1:
-        raise ValueError(f"k must be an integer >= 1 (search results per text); got {k}")
-    if shard_rows < 1:
-        raise ValueError(f"shard_rows must be an integer >= 1; got {shard_rows}")
-    out = Path(out)
-    if out.suffix.lower() != ".parquet" or out.is_dir():
-        raise ValueError(f"--out {out} must name a Parquet file (ending in .parquet)")
+    out = check_options(task, out, k, shard_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = parts_folder(out)
     parts.mkdir(exist_ok=True)
@@ -113,11 +107,10 @@ def predict(predictor: Predictor, requests: Requests, task: str, out: Path, mode
     report = PredictReport(out)
     schema = output_schema(task, predictor.index_emb.shape[1])
     params = {"task": task, "model": model.digest, "k": k if task == "search" else None, "schema": str(schema)}
-    root = Storage(requests.root)
     with folder_lock(parts):
         names: list[str] = []
         for shard in _chunks(requests.items, shard_rows):
-            loaded = [_load(root, r) if task in IMAGE_TASKS and r.problem is None else None for r in shard]
+            loaded = [_load(requests.root, r) if task in IMAGE_TASKS and r.problem is None else None for r in shard]
             name = _shard_name(params, shard, loaded)
             table = _reuse(parts / name, len(shard), schema)
             reused = table is not None
@@ -137,6 +130,18 @@ def predict(predictor: Predictor, requests: Requests, task: str, out: Path, mode
     return report
 
 
+def check_options(task: str, out: str | Path, k: int = 5, shard_rows: int = SHARD_ROWS) -> Path:
+    """The output path, once the task, the output's name, k and shard_rows are valid (else a one-line
+    ValueError naming the bad value and what is allowed)."""
+    check_task(task)
+    out = Path(out)
+    if out.suffix.lower() != ".parquet" or out.is_dir():
+        raise ValueError(f"--out {out} must name a Parquet file (ending in .parquet)")
+    if k < 1 or shard_rows < 1:
+        raise ValueError(f"-k and --shard-rows must be integers >= 1; got {k} and {shard_rows}")
+    return out
+
+
 def parts_folder(out: Path) -> Path:
     """Where the shards of `out` are kept between runs: a hidden folder beside it."""
     return out.parent / f".{out.name}.parts"
@@ -153,22 +158,13 @@ def _chunks(items: Iterable[Request], size: int) -> Iterator[list[Request]]:
         yield chunk
 
 
-def _load(root: Storage, request: Request) -> bytes | R.Problem:
+def _load(root: str, request: Request) -> bytes | R.Problem:
     """The request's image file: its inline bytes, or the file under the source's root (or the problem)."""
     if request.image_bytes is not None:
         return request.image_bytes
     if not request.image_path:
         return R.Problem(R.MISSING_FILE, f"{request.where} names no image")
-    try:
-        return root.read_bytes(request.image_path)
-    except OutsideRoot as exc:
-        return R.Problem(R.OUTSIDE_ROOT, str(exc))
-    except BadPath as exc:
-        return R.Problem(R.BAD_PATH, str(exc))
-    except FileNotFoundError as exc:
-        return R.Problem(R.MISSING_FILE, str(exc))
-    except Unreadable as exc:
-        return R.Problem(R.UNREADABLE, exc.strerror or str(exc))
+    return read_image(root, request.image_path)
 
 
 def _shard_name(params: dict[str, Any], shard: list[Request], loaded: list[bytes | R.Problem | None]) -> str:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from mmcore.data import records as R
 from mmcore.data.sources import open_source
-from mmcore.data.sources.base import Source, SourceError, iter_lines
+from mmcore.data.sources.base import Source, SourceError, iter_lines, storage_sha256
 from mmcore.data.storage import Storage, is_uri
 
 TASKS = ("caption", "ask", "embed", "search")
@@ -105,7 +105,7 @@ def _queries(uri: str, fmt: str) -> Requests:
         storage = Storage(parent)
         if not storage.is_file(name):
             raise SourceError(f"{storage.describe(name)} does not exist: expected a text file of queries")
-        describe = {"format": "txt", "uri": uri, "files": {name: "sha256:" + _sha256(storage, name)}}
+        describe = {"format": "txt", "uri": uri, "files": {name: "sha256:" + storage_sha256(storage, name)}}
         return Requests(parent, describe, _text_lines(storage, name))
     if name.lower().endswith(".parquet") and fmt in ("auto", "parquet"):
         storage = Storage(parent)
@@ -114,7 +114,7 @@ def _queries(uri: str, fmt: str) -> Requests:
         with storage.open_file(name) as fh:
             columns = pq.ParquetFile(fh).schema_arrow.names
         if "text" in columns and not any(c in columns for c in ("image", "image_path", "path", "file_name")):
-            describe = {"format": "parquet", "uri": uri, "files": {name: "sha256:" + _sha256(storage, name)}}
+            describe = {"format": "parquet", "uri": uri, "files": {name: "sha256:" + storage_sha256(storage, name)}}
             return Requests(parent, describe, _text_column(storage, name, "id" in columns))
     source = open_source(uri, fmt)
     return Requests(source.storage.uri, source.describe(), _caption_queries(source))
@@ -157,10 +157,3 @@ def _caption_queries(source: Source) -> Iterator[Request]:
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()
 
-
-def _sha256(storage: Storage, rel: str) -> str:
-    digest = hashlib.sha256()
-    with storage.open(rel) as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -42,10 +42,15 @@ def soft_targets(qa: QA, answers: list[str]) -> list[dict[int, float]] | None:
     answering it, the soft score a classifier trains on where questions have several human answers; for ten
     answers, a class given by k humans scores min(1, 0.3 k) (not min(1, k / 3): that would overrate answers of
     1-3 humans against the metric). None when every question has one answer: those train with cross-entropy."""
-    if not any(len(q.get("answers") or []) > 1 for row in qa for q in row):
+    if not several_answers(qa):
         return None
     scorer = AnswerScorer(answers)
     return [scorer.scores(human_answers(q)) for row in qa for q in row]
+
+
+def several_answers(qa: QA) -> bool:
+    """Whether any question has several human answers (VQA v2): then every question trains on soft scores."""
+    return any(len(q.get("answers") or []) > 1 for row in qa for q in row)
 
 
 def dense_scores(targets: Sequence[Mapping[int, float]], n_answers: int) -> torch.Tensor:

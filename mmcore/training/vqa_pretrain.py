@@ -23,7 +23,7 @@ from mmcore.models.builders import HeadDims, build_vqa
 from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
-from mmcore.training.answers import QA, answer_vocabulary, dense_scores, soft_targets
+from mmcore.training.answers import QA, answer_vocabulary, dense_scores, several_answers, soft_targets
 from mmcore.training.contrastive import pretrain, save_encoder
 from mmcore.training.loop import (
     EpochCallback,
@@ -88,21 +88,17 @@ def stream_targets(train_qa: QA) -> tuple[list[str], bool]:
     answers = answer_vocabulary(train_qa)
     if not answers:
         raise ValueError("VQA pretraining needs questions with answers in the training split; it has none")
-    return answers, soft_targets(train_qa, answers) is not None
+    return answers, several_answers(train_qa)
 
 
 def _targets(train: SampleSet | QuestionStream, val: SampleSet) -> tuple[list[str], Questions, Questions, bool]:
-    """The answer classes, the questions of each split with their targets (a stream makes its own), and
-    whether those are soft scores."""
-    if isinstance(train, QuestionStream):
-        answers, soft, train_questions = train.answers, train.soft, []
-    else:
-        answers, soft = stream_targets(train.qa)
+    """The answer classes, the questions of each split with their targets (a stream makes its own, so none
+    here), and whether those are soft scores."""
+    streamed = isinstance(train, QuestionStream)
+    answers, soft = (train.answers, train.soft) if streamed else stream_targets(train.qa)
     index = {a: i for i, a in enumerate(answers)}
-    val_soft = soft_targets(val.qa, answers) if soft else None
-    if not isinstance(train, QuestionStream):
-        train_questions = _questions(train, index, soft_targets(train.qa, answers) if soft else None)
-    return answers, train_questions, _questions(val, index, val_soft), soft
+    train_questions = [] if streamed else _questions(train, index, soft_targets(train.qa, answers))
+    return answers, train_questions, _questions(val, index, soft_targets(val.qa, answers) if soft else None), soft
 
 
 def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,

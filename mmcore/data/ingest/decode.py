@@ -89,7 +89,7 @@ def _process(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key: str, 
     ann = rec.annotation
     data = rec.image_bytes
     if data is None:
-        data = _read(uri, ann.image)
+        data = read_image(uri, ann.image)
         if isinstance(data, R.Problem):
             return _reject(rec, record_key, digest, data)
     loaded = load_image(data, cfg)
@@ -116,8 +116,9 @@ def _process(uri: str, cfg: IngestConfig, rec: R.SourceRecord, record_key: str, 
     }
 
 
-def _read(uri: str, image: str) -> bytes | R.Problem:
-    """The image file's bytes, or the problem with its path or file (Storage.read_bytes)."""
+def read_image(uri: str, image: str) -> bytes | R.Problem:
+    """The bytes of image file `image` under the storage root `uri`, or the problem with its path or file
+    (Storage.read_bytes): what ingest and batch inference reject a record for."""
     try:
         return _storage(uri).read_bytes(image)
     except OutsideRoot as exc:

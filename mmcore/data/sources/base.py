@@ -62,17 +62,19 @@ class Source(ABC):
         unnamed = {storable_text(rel): "name:not-utf-8" for rel in self.annotation_files() if rel not in rels}
         infos = self.storage.fs.get_file_info([self.storage.path(rel) for rel in rels]) if rels else []
         if len(rels) <= HASH_MAX_FILES and sum(i.size or 0 for i in infos) <= HASH_MAX_BYTES:
-            files = {rel: "sha256:" + self._sha256(rel) for rel in rels}
+            files = {rel: "sha256:" + storage_sha256(self.storage, rel) for rel in rels}
         else:
             files = {rel: f"size:{i.size}:mtime:{i.mtime_ns}" for rel, i in zip(rels, infos, strict=True)}
         return {"format": self.format, "uri": self.storage.uri, "files": {**files, **unnamed}}
 
-    def _sha256(self, rel: str) -> str:
-        digest = hashlib.sha256()
-        with self.storage.open(rel) as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest()
+
+def storage_sha256(storage: Storage, rel: str) -> str:
+    """The sha256 of file `rel` under `storage`, read in blocks."""
+    digest = hashlib.sha256()
+    with storage.open(rel) as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def iter_lines(storage: Storage, rel: str, block: int = 1 << 20) -> Iterator[tuple[int, bytes]]:

@@ -130,7 +130,7 @@ def test_a_failure_outside_the_record_stops_the_run_naming_the_record(tmp_path, 
     def unreachable(uri: str, image: str) -> bytes:
         raise OSError("When reading information for key 'a.png': AWS Error NETWORK_CONNECTION")
 
-    monkeypatch.setattr(decode, "_read", unreachable)
+    monkeypatch.setattr(decode, "read_image", unreachable)
     rec = R.SourceRecord(7, "a", f"{ANNOTATIONS} line 7", R.Annotation(image="a.png", captions={"en": ["x"]}))
     with pytest.raises(decode.RecordError, match=rf"^{ANNOTATIONS} line 7 \(image 'a.png'\): OSError: When reading"):
         process_record("s3://bucket/raw", CFG, rec, "a")
