@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,14 +218,77 @@ def write_manifest(features: FeaturesDir, shards: list[dict[str, Any]], encoder:
     return manifest
 
 
+class DiskRows:
+    """A float32 array kept in a file, rows read on demand: `rows[idx]` is `array[idx]` for a sequence of row
+    numbers. The heads train on these when their features spill to disk: each batch reads its own rows
+    (through the page cache, which the system evicts as it needs), so the process holds a batch, not a split.
+    Runs of consecutive rows are read at once; plain reads, not a memory map, whose pages would count
+    against the process."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = Path(path), shape
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
+        rows = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} of {self.shape[0]} in {self.path}")
+        out = np.empty((len(rows), *self.shape[1:]), np.float32)
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        with open(self.path, "rb", buffering=0) as f:
+            k = 0
+            while k < len(rows):
+                run = 1
+                while k + run < len(rows) and rows[k + run] == rows[k] + run:
+                    run += 1
+                f.seek(int(rows[k]) * self.row_bytes)
+                if f.readinto(buf[k * self.row_bytes : (k + run) * self.row_bytes]) != run * self.row_bytes:
+                    raise integrity.CorruptOutput(self.path, "shorter than its rows", "train")
+                k += run
+        return out
+
+
+class _Spill:
+    """Appends the image vectors of each shard to three files in `folder`: what `DiskRows` then reads."""
+
+    NAMES = ("image_embedding", "image_pooled", "image_grid")
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files = {name: open(folder / f"{name}.f32", "wb") for name in self.NAMES}  # noqa: SIM115
+        self.widths: dict[str, int] = {}
+        self.rows = 0
+
+    def add(self, feats: pa.Table) -> pa.Table:
+        """Writes the table's image vectors; returns it without them."""
+        for name, f in self.files.items():
+            matrix = vectors_to_numpy(feats[name])
+            self.widths[name] = matrix.shape[1]
+            f.write(np.ascontiguousarray(matrix).tobytes())
+        self.rows += feats.num_rows
+        return feats.drop_columns(list(self.NAMES))
+
+    def close(self, cells: int) -> tuple[DiskRows, DiskRows, DiskRows]:
+        for f in self.files.values():
+            f.close()
+        emb, pooled, grid = (DiskRows(Path(self.files[n].name), (self.rows, self.widths.get(n, 1))) for n in self.NAMES)
+        return emb, pooled, DiskRows(grid.path, (self.rows, grid.shape[1] // cells, cells))
+
+
+Vectors = np.ndarray | DiskRows  # rows indexed by lists of sample numbers either way
+
+
 @dataclass
 class FeatureSet:
     """Frozen features of some splits plus the texts and tokens the heads learn from."""
 
     sample_ids: list[str]
-    image_embedding: np.ndarray  # (N, D)
-    pooled: np.ndarray  # (N, C)
-    grid: np.ndarray  # (N, C, g*g)
+    image_embedding: Vectors  # (N, D)
+    pooled: Vectors  # (N, C)
+    grid: Vectors  # (N, C, g*g)
     text_embeddings: list[np.ndarray]  # per sample (captions, D)
     captions: list[list[dict]]
     caption_ids: list[list[list[int]]]
@@ -248,37 +311,54 @@ def read_features(paths: list[Path], columns: list[str] | None = None) -> pa.Tab
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def load_features(features: FeaturesDir, processed: ProcessedDir, splits: tuple[str, ...]) -> FeatureSet:
-    """The features of `splits`, with the captions, questions and token ids of the same samples."""
+def load_features(features: FeaturesDir, processed: ProcessedDir, splits: tuple[str, ...], spill: Path | None = None,
+                  images: bool = True, text_embeddings: bool = True) -> FeatureSet:
+    """The features of `splits`, with the captions, questions and token ids of the same samples.
+
+    With `spill`, a folder, the image vectors are written there and read back row by row (`DiskRows`): memory
+    then holds the texts, not the vectors. `images=False` leaves the image vectors out (zero rows), and
+    `text_embeddings=False` the caption embeddings (empty per sample): for callers that need the texts only.
+    """
     shards, wanted = features.listed(), pa.array(list(splits))
     sample_shards, token_shards = processed.listed("samples"), processed.listed("tokens")
     mismatch = RuntimeError(f"feature shards in {features} do not match the samples in {processed}; re-run the "
                             "extract stage")
     if len(shards) != len(sample_shards):
         raise mismatch
+    columns = ["sample_id", "split", *(_Spill.NAMES if images else ()),
+               *(["text_embeddings"] if text_embeddings else ())]
+    to_disk = _Spill(spill) if spill is not None and images else None
     parts = []
     for feat_path, sample_path, token_path in zip(shards, sample_shards, token_shards, strict=True):
         # shard by shard, so only the rows of `splits` are ever held (the grid features of a big dataset are large)
-        feats = read_features([feat_path])
+        feats = read_features([feat_path], columns)
         samples = read_tables([sample_path], columns=["sample_id", "captions", "qa"])
         if feats["sample_id"].to_pylist() != samples["sample_id"].to_pylist():
             raise mismatch
         mask = pc.is_in(feats["split"], wanted)
         tokens = read_tables([token_path], columns=["caption_ids", "question_ids"])
-        parts.append((feats.filter(mask), samples.filter(mask), tokens.filter(mask)))
+        feats = feats.filter(mask)
+        parts.append((to_disk.add(feats) if to_disk else feats, samples.filter(mask), tokens.filter(mask)))
     feats, samples, tokens = (pa.concat_tables([p[i] for p in parts]) if parts else pa.table({}) for i in range(3))
     cells = int(read_metadata(shards[0])["cells"]) if shards else 1
-    grid = vectors_to_numpy(feats["image_grid"])
+    n = feats.num_rows
+    if to_disk:
+        emb, pooled, grid = to_disk.close(cells)
+    elif images:
+        emb, pooled = vectors_to_numpy(feats["image_embedding"]), vectors_to_numpy(feats["image_pooled"])
+        grid = vectors_to_numpy(feats["image_grid"])
+        grid = grid.reshape(len(grid), -1, cells)  # (N, G, cells)
+    else:
+        emb, pooled, grid = (np.zeros(shape, np.float32) for shape in ((0, 1), (0, 1), (0, 1, cells)))
     return FeatureSet(
-        sample_ids=feats["sample_id"].to_pylist(),
-        image_embedding=vectors_to_numpy(feats["image_embedding"]),
-        pooled=vectors_to_numpy(feats["image_pooled"]),
-        grid=grid.reshape(len(grid), -1, cells),  # (N, G, cells)
-        text_embeddings=vector_lists_to_numpy(feats["text_embeddings"]),
-        captions=samples["captions"].to_pylist(),
-        caption_ids=tokens["caption_ids"].to_pylist(),
-        qa=samples["qa"].to_pylist(),
-        question_ids=tokens["question_ids"].to_pylist(),
+        sample_ids=feats["sample_id"].to_pylist() if n else [],
+        image_embedding=emb, pooled=pooled, grid=grid,
+        text_embeddings=(vector_lists_to_numpy(feats["text_embeddings"]) if text_embeddings
+                         else [np.zeros((0, 1), np.float32)] * n),
+        captions=samples["captions"].to_pylist() if n else [],
+        caption_ids=tokens["caption_ids"].to_pylist() if n else [],
+        qa=samples["qa"].to_pylist() if n else [],
+        question_ids=tokens["question_ids"].to_pylist() if n else [],
     )
 
 

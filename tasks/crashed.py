@@ -9,46 +9,12 @@ Crashed in Prefect. Runs of other hosts are left alone: from here nobody can tel
 
 from __future__ import annotations
 
-import os
-import socket
-from functools import cache
-
 from mlflow.tracking import MlflowClient
+
+from mmcore.processes import alive, process_id  # noqa: F401  (process_id: what runs are tagged with)
 
 TAG = "mm.process"  # MLflow run tag
 PREFECT_TAG = "mm-process:"  # Prefect flow run tag prefix
-
-
-def _start_time(pid: int) -> str | None:
-    """When the process started (clock ticks since boot, from /proc); None where there is no /proc."""
-    try:
-        stat = open(f"/proc/{pid}/stat", encoding="utf-8").read()  # noqa: SIM115
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before it may hold spaces
-
-
-@cache
-def process_id() -> str:
-    """host:pid:start time of this process."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
-
-
-def alive(process: str) -> bool | None:
-    """Whether the process a tag names still runs; None for another host's (cannot tell)."""
-    host, _, rest = process.partition(":")
-    pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process with that pid: not ours
-        return started == "?" or _start_time(pid) == started
-    return started == "?" or _start_time(pid) == started
 
 
 def fail_mlflow_runs(client: MlflowClient, experiment_id: str) -> list[str]:

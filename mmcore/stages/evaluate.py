@@ -39,7 +39,7 @@ def run(cfg: PipelineConfig, cat: Catalog) -> EvaluateResult:
     device = select_device(cfg.heads.device)
     heads = load_heads(cat.heads.heads, device)
     cat.features.verify()
-    train = load_features(cat.features, cat.processed, ("train",))
+    train = load_features(cat.features, cat.processed, ("train",), images=False, text_embeddings=False)  # texts only
     test = load_features(cat.features, cat.processed, ("test",))
     metrics, examples = evaluate_all(train, test, heads, load_tokenizer(cat.processed), device, cfg)
     return EvaluateResult(metrics, examples, cat.features.digest(), cat.heads.digest())

@@ -4,9 +4,11 @@ corrupt one is an error naming it and the extract stage. The heads are written, 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmcore import processes
 from mmcore.catalog import SECTIONS, Catalog, HeadsDir
 from mmcore.config import HeadsConfig, PipelineConfig
 from mmcore.data.dataset import load_tokenizer
@@ -15,6 +17,8 @@ from mmcore.io import file_sha256
 from mmcore.stages.hooks import Hooks
 from mmcore.training import heads as head_training
 from mmcore.training.loop import select_device
+
+SCRATCH = ".features-"  # the spilled image vectors, beside the heads while they train
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,22 @@ def head_epochs(cfg: HeadsConfig, name: str) -> int:
 
 
 def run(cfg: PipelineConfig, cat: Catalog, hooks: Hooks | None = None) -> TrainResult:
+    """Trains the heads. The image vectors of the train and val splits are spilled to a scratch folder beside
+    the heads and read batch by batch (`DiskRows`), so memory holds the texts, not the features; the folder
+    is removed at the end. The same batches as in memory, at the same speed (BENCHMARKS.md)."""
     hooks = hooks or Hooks()
     cat.features.verify()
     vocab = load_tokenizer(cat.processed).vocab_size
-    train = load_features(cat.features, cat.processed, ("train",))
-    val = load_features(cat.features, cat.processed, ("val",))
-    heads, skipped = head_training.train_heads(
-        train, val, cfg.heads, vocab, select_device(cfg.heads.device),
-        lambda name: hooks.epoch_callback(name, head_epochs(cfg.heads, name)))
+    processes.clear_scratch(cat.heads.path, SCRATCH)  # a killed run's
+    scratch = processes.scratch(cat.heads.path, SCRATCH)
+    try:
+        train, val = (load_features(cat.features, cat.processed, (split,), scratch / split, text_embeddings=False)
+                      for split in ("train", "val"))
+        heads, skipped = head_training.train_heads(
+            train, val, cfg.heads, vocab, select_device(cfg.heads.device),
+            lambda name: hooks.epoch_callback(name, head_epochs(cfg.heads, name)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     for name, why in skipped.items():
         hooks.log(f"head {name} not trained: {why}")
     head_training.save_heads(heads, cat.heads.heads)

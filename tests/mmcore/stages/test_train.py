@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from mmcore.config import HeadsConfig
+from mmcore.data.dataset import load_tokenizer
+from mmcore.features import DiskRows, load_features
 from mmcore.integrity import CorruptOutput
 from mmcore.io import file_sha256
 from mmcore.stages import train
+from mmcore.training.heads import save_heads, train_heads
 from tests.mmcore.stages.corruptkit import truncate
 from tests.mmcore.stages.stagekit import copy_run
 
@@ -48,3 +52,27 @@ def test_corrupt_features_are_one_error_naming_the_file_and_the_extract_stage(sm
     with pytest.raises(CorruptOutput, match=rf"^{cat.features.manifest} is corrupt \(JSONDecodeError: .*extract\)$"):
         train.run(cfg, cat)
     assert not cat.heads.path.exists() or cat.heads.heads.read_bytes() == smoke_stages[1].heads.heads.read_bytes()
+
+
+def test_heads_from_spilled_features_equal_heads_trained_in_memory(smoke_stages, tmp_path):
+    """The train stage spills the image vectors to disk (DiskRows); the heads see the same rows in the same
+    order, so they come out bit for bit as from features held in memory. Texts load the same either way."""
+    cfg, cat, _ = smoke_stages
+    load = lambda split, spill: load_features(cat.features, cat.processed, (split,), spill)  # noqa: E731
+    memory, disk = load("train", None), load("train", tmp_path / "train")
+    assert isinstance(disk.grid, DiskRows) and disk.grid.shape == memory.grid.shape
+    assert (disk.sample_ids, disk.qa, disk.caption_ids) == (memory.sample_ids, memory.qa, memory.caption_ids)
+    rows = np.random.default_rng(0).integers(0, len(memory), 50).tolist() + [3, 4, 5, 5, 0]  # runs, repeats
+    for name in ("grid", "pooled", "image_embedding"):
+        np.testing.assert_array_equal(getattr(disk, name)[rows], getattr(memory, name)[rows])
+    with pytest.raises(IndexError, match=f"rows 0..{len(memory)} of {len(memory)}"):
+        disk.grid[[0, len(memory)]]
+    vocab = load_tokenizer(cat.processed).vocab_size
+    heads = [train_heads(t, load("val", s), cfg.heads, vocab, torch.device("cpu"))[0]
+             for t, s in ((memory, None), (disk, tmp_path / "val"))]
+    states = [torch.load(save_heads(h, tmp_path / f"heads{i}.pt"), weights_only=True) for i, h in enumerate(heads)]
+    flat = [{f"{k}.{n}": t for k, v in s.items() if isinstance(v, dict) for n, t in v.items()
+             if isinstance(t, torch.Tensor)} for s in states]
+    assert flat[0].keys() == flat[1].keys() and len(flat[0]) > 10
+    assert all(torch.equal(flat[0][k], flat[1][k]) for k in flat[0])
+    assert not list(cat.heads.path.glob(f"{train.SCRATCH}*"))  # the stage removed its own scratch folder

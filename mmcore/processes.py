@@ -1,0 +1,75 @@
+"""Which process this is, and whether another one still runs: host, pid and the process's start time, so a
+reused pid is not mistaken for it. Runs and scratch folders are tagged with it; whatever a killed process
+left behind is cleaned up by the next one on the same host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from functools import cache
+from pathlib import Path
+
+OWNER = "owner"  # the file naming the process that made a scratch folder
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc); None where there is no /proc."""
+    try:
+        stat = open(f"/proc/{pid}/stat", encoding="utf-8").read()  # noqa: SIM115
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before it may hold spaces
+
+
+@cache
+def process_id() -> str:
+    """host:pid:start time of this process."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def alive(process: str) -> bool | None:
+    """Whether the process a tag names still runs; None for another host's (cannot tell)."""
+    host, _, rest = process.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that pid: not ours
+        return started == "?" or _start_time(pid) == started
+    return started == "?" or _start_time(pid) == started
+
+
+def scratch(parent: Path, prefix: str) -> Path:
+    """A new scratch folder `<prefix><random>` in `parent`, owned by this process (see `clear_scratch`)."""
+    import tempfile
+
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    (folder / OWNER).write_text(process_id())
+    return folder
+
+
+def clear_scratch(parent: Path, prefix: str, stale_s: float = 3600.0) -> list[Path]:
+    """Removes the scratch folders in `parent` whose process is gone (killed before it could), and those that
+    name no owner and are older than `stale_s`; folders of live processes and other hosts stay."""
+    removed = []
+    for folder in parent.glob(f"{prefix}*"):
+        try:
+            owner = (folder / OWNER).read_text()
+        except OSError:
+            owner = None
+        try:
+            dead = alive(owner) is False if owner else time.time() - folder.stat().st_mtime > stale_s
+        except OSError:
+            continue
+        if dead and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
