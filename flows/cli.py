@@ -41,6 +41,7 @@ from flows.cli_options import (
     refresh_stages,
     resolve,
 )
+from flows.cli_server import server_app, setup
 from flows.env import mm_home
 from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
@@ -53,9 +54,14 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_app)
 runs_app = typer.Typer(help="MLflow runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+app.add_typer(server_app, name="server")
+app.command("setup")(setup)
 
 STAGES = ("pretrain", "extract", "train", "evaluate")
 UPSTREAM = {"pretrain": "ingest", "extract": "pretrain", "train": "extract", "evaluate": "train"}
+STAGE_FOLDERS = {  # what each stage reads and writes: the first line a stage command prints
+    "pretrain": lambda cat: (cat.processed, cat.pretrain), "extract": lambda cat: (cat.pretrain, cat.features),
+    "train": lambda cat: (cat.features, cat.heads), "evaluate": lambda cat: (cat.heads, None)}
 Refresh = Annotated[list[str] | None, typer.Option(
     "--refresh", metavar="STAGE", help="run this stage even when its cached result is valid (pretrain, extract, "
                                        "train, evaluate or all; repeatable)")]
@@ -70,11 +76,13 @@ def _stage(name: str):
         if cat.remote_root is None:  # a bucket's copy is pulled by the flow; a local one must be there now
             cat.require(UPSTREAM[name])
         api = PrefectApi.start()
-        from flows import evaluate, extract, pretrain, train
+        source, target = STAGE_FOLDERS[name](cat)
+        console.print(f"{name}: {source.path} -> {target.path if target else 'metrics'}", highlight=False)
+        import importlib
+
         from flows.common import with_task_runner
 
-        flow = {"pretrain": pretrain.pretrain_flow, "extract": extract.extract_flow, "train": train.train_flow,
-                "evaluate": evaluate.evaluate_flow}[name]
+        flow = getattr(importlib.import_module(f"flows.{name}"), f"{name}_flow")  # only this stage's code
         with running(api):
             result = with_task_runner(flow, cfg)(cfg, refresh=refresh)  # orchestration.task_runner
         if isinstance(result, dict) and "metrics" in result:

@@ -17,8 +17,6 @@ from rich.table import Table
 
 from flows.cli_options import console, fail
 from mmcore.config import PipelineConfig
-from mmcore.inference import image_size
-from mmcore.serving import PARAMS
 
 model_app = typer.Typer()
 ModelUri = Annotated[str | None, typer.Option("--model", "-m",
@@ -46,6 +44,8 @@ def _predict(model: str | None, dataset: str, rows: list[dict[str, Any]], params
 
 def _check_params(**params: Any) -> dict[str, Any]:
     """The params, checked before the model is loaded (the model checks its own limits, e.g. k's maximum)."""
+    from mmcore.serving import PARAMS  # imported on use: it imports torch and pandas
+
     for name, value in params.items():
         try:
             PARAMS[name].check("-k" if name == "k" else "--" + name.replace("_", "-"), value, None)
@@ -58,6 +58,8 @@ def _image_b64(path: Path) -> str:
     """The file's base64, once its header says it is an image (a bomb or a non-image is refused unread)."""
     if not path.is_file():
         raise fail(f"{path} is not a file")
+    from mmcore.inference import image_size  # imported on use: it imports torch
+
     data = path.read_bytes()
     try:
         image_size(data)

@@ -30,8 +30,7 @@ from urllib.parse import urlparse
 
 from mmcore import integrity
 from mmcore.config import PipelineConfig
-from mmcore.data.storage import is_uri
-from mmcore.io import file_sha256, read_json
+from mmcore.io import file_sha256, is_uri, read_json
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"

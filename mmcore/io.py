@@ -104,3 +104,8 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     torch.save(obj, buf)
     data = buf.getvalue()
     return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def is_uri(path: str) -> bool:
+    """Whether `path` is a URI (s3://..., file://...) rather than a local path."""
+    return "://" in path

@@ -14,19 +14,29 @@ from pathlib import Path
 OWNER = "owner"  # the file naming the process that made a scratch folder
 
 
-def _start_time(pid: int) -> str | None:
-    """When the process started (clock ticks since boot, from /proc); None where there is no /proc."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the process name (state first); None where there is no /proc."""
     try:
         stat = open(f"/proc/{pid}/stat", encoding="utf-8").read()  # noqa: SIM115
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before it may hold spaces
+    return stat.rsplit(")", 1)[1].split()  # the name before it may hold spaces
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc); None where there is no /proc."""
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22
 
 
 @cache
 def process_id() -> str:
     """host:pid:start time of this process."""
-    pid = os.getpid()
+    return describe(os.getpid())
+
+
+def describe(pid: int) -> str:
+    """host:pid:start time of process `pid` of this host: what `alive` reads."""
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
 
 
@@ -42,8 +52,11 @@ def alive(process: str) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process with that pid: not ours
-        return started == "?" or _start_time(pid) == started
-    return started == "?" or _start_time(pid) == started
+        pass
+    fields = _stat(pid)
+    if fields and fields[0] == "Z":  # exited, not yet reaped by its parent
+        return False
+    return started == "?" or (fields[19] if fields else None) == started
 
 
 def scratch(parent: Path, prefix: str) -> Path:

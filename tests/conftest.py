@@ -16,6 +16,7 @@ torch.set_num_threads(2)
 
 _HOME = Path(tempfile.mkdtemp(prefix="mm-test-home-"))
 os.environ["MM_HOME"] = str(_HOME)
+os.environ["MM_SERVER_IDLE_S"] = "20"  # local Prefect servers the tests' commands start do not outlive them long
 for _key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "PREFECT_API_URL", "MM_ARTIFACT_ROOT"):
     os.environ.pop(_key, None)
 

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from mmcore.io import is_uri  # noqa: F401  (storage.is_uri, as its callers import it)
+
 
 class OutsideRoot(ValueError):
     """A relative path that escapes the dataset root (`../x`, an absolute path, or a symlink out)."""
@@ -39,10 +41,6 @@ def _shown(rel: str, limit: int = 200) -> str:
     """`rel` for a message: quoted, cut to `limit` characters."""
     text = repr(rel) if len(rel) <= limit else f"{rel[:limit]!r}... ({len(rel)} characters)"
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
 
 
 def _s3(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -145,8 +145,8 @@ def test_folder_lock_makes_writers_take_turns_and_dies_with_its_holder(tmp_path)
 
 
 def test_four_runs_started_together_in_a_fresh_folder_all_finish(tmp_path):
-    """No Prefect API and no MLflow store yet: each command starts its own temporary server, and the four
-    would race to create and migrate both databases."""
+    """No Prefect API and no MLflow store yet: the four would race to start the local Prefect server and to
+    create and migrate both databases. One starts the server, and the other three find it."""
     from mlflow.tracking import MlflowClient
 
     from mmcore.data.synth import generate_shapes
@@ -175,7 +175,8 @@ def test_four_runs_started_together_in_a_fresh_folder_all_finish(tmp_path):
     races = [line for o in outputs for line in o.splitlines()
              if "Application startup failed" in line or re.search(r"table \S+ already exists", line)]
     assert races == []
-    assert sum("Prefect API: temporary server" in o for o in outputs) == 4  # each its own server, one database
+    assert sum("Prefect API: local server, started now" in o for o in outputs) == 1  # one server, one database
+    assert sum("Prefect API: local server on" in o for o in outputs) == 3
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'pipeline'")
