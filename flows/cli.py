@@ -75,9 +75,9 @@ def _stage(name: str):
         cat = Catalog.from_config(cfg)
         if cat.remote_root is None:  # a bucket's copy is pulled by the flow; a local one must be there now
             cat.require(UPSTREAM[name])
-        api = PrefectApi.start()
         source, target = STAGE_FOLDERS[name](cat)
         console.print(f"{name}: {source.path} -> {target.path if target else 'metrics'}", highlight=False)
+        api = PrefectApi.start()
         import importlib
 
         from flows.common import with_task_runner
