@@ -305,7 +305,9 @@ def read_features(paths: list[Path], columns: list[str] | None = None) -> pa.Tab
     tables = []
     for path in paths:
         try:
-            tables.append(pq.read_table(path, columns=columns))
+            # memory-mapped: the vector columns are decoded straight from the page cache, not buffered first
+            # (1.6x np.load of the same matrix instead of 0.42x, half the peak memory; BENCHMARKS.md)
+            tables.append(pq.read_table(path, columns=columns, memory_map=True))
         except pa.ArrowException as exc:  # ArrowInvalid: no footer (truncated), bad pages
             raise integrity.CorruptOutput(path, integrity.reason(exc), "extract") from None
     return pa.concat_tables(tables) if tables else pa.table({})
