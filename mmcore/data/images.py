@@ -16,6 +16,9 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 _SWAPPING = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees (transpose, rotate, transverse)
 _PNG = b"\x89PNG\r\n\x1a\n"
+# zlib level of the stored PNGs. On photos at 224 px, level 1 encodes in 4.9 ms against 25.7 ms at Pillow's
+# default 6, for 17% more bytes (81 against 69 KB), and decodes as fast: encoding was most of ingest's work.
+PNG_LEVEL = 1
 RESIZE_MODES = ("crop", "pad", "squash")
 # The ImageNet mean colour: letterbox bars normalise to zero, the input a convolution sees as "nothing here".
 PAD_FILL = (124, 116, 104)
@@ -118,7 +121,7 @@ def load_image(data: bytes, cfg: IngestConfig) -> tuple[bytes, int, int] | R.Pro
     except Exception as exc:  # Pillow raises many kinds on bad bytes (also ValueError, struct.error, ...)
         return decode_problem(data, exc)
     buf = io.BytesIO()
-    frame.save(buf, format="PNG", optimize=False)
+    frame.save(buf, format="PNG", optimize=False, compress_level=PNG_LEVEL)
     return buf.getvalue(), width, height
 
 
