@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import log, machine_busy, peak_rss_mb
+from bench.machine import log, peak_rss_mb, run_child
 from bench.stream_memory import prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,18 +122,7 @@ def _batch_read_ms(train, batch: int, batches: int = 200) -> float:  # noqa: ANN
 
 def _run(processed: str, features_path: str, where: str, steps: int) -> dict:
     cmd = [sys.executable, "-m", "bench.heads_memory", "--child", processed, features_path, where, str(steps)]
-    busy, own, started = machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    if done.returncode:
-        raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child_cpu = (after.ru_utime - own.ru_utime) + (after.ru_stime - own.ru_stime)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    others = max(0.0, machine_busy() - busy - child_cpu) / (time.perf_counter() - started)
-    result["others_load_cores"] = round(others, 2)
-    log(f"{where}: {result}")
-    return result
+    return run_child(cmd, REPO, where)
 
 
 def main() -> None:

@@ -184,3 +184,25 @@ def peak_rss_mb() -> float:
     with open("/proc/self/status") as fh:
         kb = next(line for line in fh if line.startswith("VmHWM:")).split()[1]
     return int(kb) / 1024
+
+
+def run_child(cmd: list[str], cwd: Path, label: str) -> dict:
+    """Runs a benchmark's child process (it prints one JSON line last) with the repository on its path; returns
+    that JSON plus its wall seconds, its CPU seconds and the other processes' load meanwhile (cores)."""
+    import resource
+    import subprocess
+
+    busy, own, started = machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "PYTHONPATH": str(cwd)})
+    if done.returncode:
+        raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime - own.ru_utime) + (after.ru_stime - own.ru_stime)
+    seconds = time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(seconds=round(seconds, 1), cpu_s=round(child_cpu, 1),
+                  others_cores=round(max(0.0, machine_busy() - busy - child_cpu) / seconds, 2))
+    log(f"{label}: {result}")
+    return result
+

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.machine import log, machine_busy, peak_rss_mb
+from bench.machine import log, peak_rss_mb, run_child
 
 REPO = Path(__file__).resolve().parent.parent
 WARMUP = 10  # steps before the clock starts
@@ -112,19 +109,7 @@ def child(processed: str, preset: str, data: str, workers: int, steps: int) -> N
 
 def _run(processed: str, preset: str, data: str, workers: int, steps: int) -> dict:
     cmd = [sys.executable, "-m", "bench.stream_memory", "--child", processed, preset, data, str(workers), str(steps)]
-    busy, own, started = machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    if done.returncode:
-        raise RuntimeError(done.stdout[-2000:] + done.stderr[-3000:])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child_cpu = (after.ru_utime - own.ru_utime) + (after.ru_stime - own.ru_stime)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    # cores the rest of the machine kept busy meanwhile (this benchmark's child and its workers left out)
-    others = max(0.0, machine_busy() - busy - child_cpu) / (time.perf_counter() - started)
-    result["others_load_cores"] = round(others, 2)
-    log(f"{preset} {data} workers={workers}: {result}")
-    return result
+    return run_child(cmd, REPO, f"{preset} {data} workers={workers}")
 
 
 def main() -> None:
