@@ -12,6 +12,7 @@ flow (or to the library); nothing below reads a preset again.
     mm translate "a red circle on the left" --to zh / mm generate "two shapes" --lang en
     mm predict --input data/inbox --task caption --out preds.parquet   batch inference with @champion
     mm runs compare --metrics t2i_r1,vqa_acc --limit 3 --plot runs.png   the newest pipeline runs side by side
+    mm setup / mm server status / mm server stop   the embedded stores; the local Prefect server commands share
 """
 
 from __future__ import annotations
