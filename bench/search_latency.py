@@ -9,8 +9,8 @@ numpy baseline and approximate-nearest-neighbour (ANN) indexes.
 The index is N random unit vectors of the demo model's embedding size (`encoder.embed_dim` of the demo preset,
 128) in float32, as `Predictor.index_emb` holds them; the queries are other random unit vectors. Single queries,
 k=10, --threads threads (torch, OpenBLAS, OpenMP), --warmup untimed queries first, then --queries timed ones:
-  project     the ranking in `Predictor.search` on a prepared (1, D) query embedding: `q @ index_emb.T`, then
-              `topk(k)`, in torch. `search` has no separate ranking function, so its two lines are repeated here.
+  project     the ranking `Predictor.search` calls (`mmcore.inference.rank`) on a prepared (1, D) query
+              embedding: the scores as one numpy product, then torch's `topk(k)`.
   numpy       `index @ q`, `argpartition` for the top k, then those k sorted.
   faiss-flat  faiss IndexFlatIP: exact inner-product search.
 These three are timed in blocks of consecutive queries (each after the warm-up), in --rounds rounds whose order
@@ -44,6 +44,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bench.machine import header, log, timed, write_results
+from mmcore.inference import rank
 
 REPO = Path(__file__).resolve().parent.parent
 ANNS = ("faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib")
@@ -102,8 +103,7 @@ def exact_fns(index: np.ndarray, queries: np.ndarray, k: int, with_faiss: bool) 
     q_torch = [torch.from_numpy(q[None, :]) for q in queries]  # (1, D) each, as encode_text returns
 
     def project(i: int) -> np.ndarray:
-        scores = q_torch[i].cpu() @ index_emb.T  # (1, N): Predictor.search
-        return scores.topk(min(k, scores.shape[1]), dim=-1).indices[0].numpy()
+        return rank(index_emb, q_torch[i], k).indices[0].numpy()  # Predictor.search's ranking
 
     def numpy_topk(i: int) -> np.ndarray:
         scores = index @ queries[i]  # (N,)
