@@ -56,6 +56,7 @@ from pathlib import Path
 
 from bench.ingest_datasets import PHOTO_H, PHOTO_W, photo_dataset
 from bench.machine import header, log, timed, write_results
+from mmcore.catalog import MANIFEST
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "ingest_peer.json"
@@ -193,7 +194,7 @@ def command(kind: str, args: argparse.Namespace, source: Path, run_dir: Path, si
 
 def manifest_records(data_root: Path) -> int:
     """The accepted records of the one dataset an `mm ingest` run wrote under `data_root`."""
-    manifests = list((data_root / "processed" / DATASET).glob("*/manifest.json"))
+    manifests = list((data_root / "processed" / DATASET).glob(f"*/{MANIFEST}"))
     if len(manifests) != 1:
         raise RuntimeError(f"expected one manifest under {data_root}, found {manifests}")
     return json.loads(manifests[0].read_text())["accepted"]

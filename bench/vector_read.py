@@ -80,13 +80,13 @@ def write_layouts(folder: Path, mats: dict[str, np.ndarray], shards: int) -> dic
     for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
         table = pa.table({"sample_id": [f"s{i}" for i in range(a, b)], "split": ["train"] * (b - a),
                           **{name: vectors(m[a:b]) for name, m in mats.items()}})
-        files["project"].append(write_table(folder / f"features-{k:05d}.parquet", table, {"cells": 16}))
+        files["project"].append(write_table(folder / f"vectors-{k:05d}.parquet", table, {"cells": 16}))
         big = folder / f"big-pages-{k:05d}.parquet"
         pq.write_table(table, big, compression="none", use_dictionary=["sample_id"],
                        write_statistics=["sample_id"], data_page_size=BIG_PAGE)
         files["big_pages"].append(big)
-        feather.write_feather(table, folder / f"features-{k:05d}.arrow", compression="uncompressed")
-        files["feather"].append(folder / f"features-{k:05d}.arrow")
+        feather.write_feather(table, folder / f"vectors-{k:05d}.arrow", compression="uncompressed")
+        files["feather"].append(folder / f"vectors-{k:05d}.arrow")
     _write_warmup(folder / "warmup")
     return files
 
@@ -256,7 +256,7 @@ def summarise(times: dict[str, list[float]], peaks: dict[str, float], mb: float)
 
 def layout_files(folder: Path) -> dict[str, list[Path]]:
     """The files `write_layouts` wrote in `folder`, by layout (what a --child process reads)."""
-    return {"npy": sorted(folder.glob("*.npy")), "project": sorted(folder.glob("features-*.parquet")),
+    return {"npy": sorted(folder.glob("*.npy")), "project": sorted(folder.glob("vectors-*.parquet")),
             "big_pages": sorted(folder.glob("big-pages-*.parquet")), "feather": sorted(folder.glob("*.arrow"))}
 
 

@@ -33,6 +33,7 @@ from mmcore.config import PipelineConfig
 from mmcore.io import file_sha256, is_uri, read_json
 
 MANIFEST = "manifest.json"
+SPILL = ".spill-"  # prefix of the heads' scratch folders of image vectors (mmcore/stages/train.py)
 TOKENIZER = "tokenizer.json"
 ENCODER = "encoder.pt"
 HEADS = "heads.pt"

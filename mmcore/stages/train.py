@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmcore import processes
-from mmcore.catalog import SECTIONS, Catalog, HeadsDir
+from mmcore.catalog import SECTIONS, SPILL, Catalog, HeadsDir
 from mmcore.config import HeadsConfig, PipelineConfig
 from mmcore.data.dataset import load_tokenizer
 from mmcore.features import load_features
@@ -18,7 +18,7 @@ from mmcore.stages.hooks import Hooks
 from mmcore.training import heads as head_training
 from mmcore.training.loop import select_device
 
-SCRATCH = ".features-"  # the spilled image vectors, beside the heads while they train
+SCRATCH = SPILL  # the spilled image vectors, beside the heads while they train
 
 
 @dataclass(frozen=True)

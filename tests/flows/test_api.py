@@ -91,7 +91,7 @@ def test_commands_share_one_local_server_that_stops_once_no_command_uses_it(home
 
 
 def test_a_killed_server_is_replaced_and_mm_server_stop_stops_it(home: Path):
-    env = _env(home)
+    env = _env(home, MM_SERVER_IDLE_S="600")  # it must not stop by itself before `mm server stop`
     _, out = _run(env)
     record = json.loads((home / "prefect" / server.RECORD).read_text())
     assert record["url"] == out["server"] and record["prefect"] == server.prefect_version()
