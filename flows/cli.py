@@ -17,6 +17,7 @@ flow (or to the library); nothing below reads a preset again.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -79,8 +80,6 @@ def _stage(name: str):
         source, target = STAGE_FOLDERS[name](cat)
         console.print(f"{name}: {source.path} -> {target.path if target else 'metrics'}", highlight=False)
         api = PrefectApi.start()
-        import importlib
-
         from flows.common import with_task_runner
 
         flow = getattr(importlib.import_module(f"flows.{name}"), f"{name}_flow")  # only this stage's code
@@ -104,7 +103,8 @@ def running(api: PrefectApi) -> Iterator[None]:
     """The block runs flows against `api`, their runs tagged with this process (tasks/crashed.py)."""
     from prefect import tags
 
-    from tasks.crashed import PREFECT_TAG, process_id
+    from mmcore.processes import process_id
+    from tasks.crashed import PREFECT_TAG
 
     with api, tags(f"{PREFECT_TAG}{process_id()}"):
         yield

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from functools import cache
 from pathlib import Path
@@ -61,8 +62,6 @@ def alive(process: str) -> bool | None:
 
 def scratch(parent: Path, prefix: str) -> Path:
     """A new scratch folder `<prefix><random>` in `parent`, owned by this process (see `clear_scratch`)."""
-    import tempfile
-
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     (folder / OWNER).write_text(process_id())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from mmcore.processes import alive, process_id  # noqa: F401  (process_id: what runs are tagged with)
+from mmcore.processes import alive
 
 TAG = "mm.process"  # MLflow run tag
 PREFECT_TAG = "mm-process:"  # Prefect flow run tag prefix

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from mmcore.config import PipelineConfig
+from mmcore.processes import process_id
 from mmcore.progress import Progress
 from mmcore.stages.hooks import Hooks
 from tasks import crashed, store
@@ -91,7 +92,7 @@ def _create_run(dataset: str, stage: str, params: dict[str, Any], extra_tags: di
     name = f"{stage}-{prefect['prefect.flow_run_name']}" if prefect else stage
     tags = {MLFLOW_RUN_NAME: name, "stage": stage, "dataset": dataset,
             "mlflow.source.name": source or f"flows/{stage}.py", "mlflow.source.type": "JOB",
-            crashed.TAG: crashed.process_id(), **git_tags(), **prefect, **extra_tags}
+            crashed.TAG: process_id(), **git_tags(), **prefect, **extra_tags}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     c = client()
@@ -117,7 +118,7 @@ def _tag_flow_run(flow_run_id: str, run_id: str, experiment_id: str) -> None:
         current = prefect.read_flow_run(flow_run_id).tags
         prefect.update_flow_run(flow_run_id, tags=[*current, f"mlflow-run:{run_id}",
                                                    f"mlflow-experiment:{experiment_id}",
-                                                   f"{crashed.PREFECT_TAG}{crashed.process_id()}"])
+                                                   f"{crashed.PREFECT_TAG}{process_id()}"])
 
 
 def end_run(run_id: str, failed: bool = False) -> None:

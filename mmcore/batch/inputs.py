@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from mmcore.data import records as R
 from mmcore.data.sources import open_source
 from mmcore.data.sources.base import Source, SourceError, iter_lines, storage_sha256
-from mmcore.data.storage import Storage, is_uri
+from mmcore.data.storage import Storage
+from mmcore.io import is_uri
 
 TASKS = ("caption", "ask", "embed", "search")
 IMAGE_TASKS = ("caption", "ask", "embed")

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from mmcore.io import is_uri  # noqa: F401  (storage.is_uri, as its callers import it)
+from mmcore.io import is_uri
 
 
 class OutsideRoot(ValueError):

@@ -19,9 +19,8 @@ import pyarrow.parquet as pq
 
 from mmcore.catalog import BundleDir, Catalog, ProcessedDir
 from mmcore.config import PipelineConfig
-from mmcore.data.storage import is_uri
 from mmcore.features import image_index
-from mmcore.io import combined_digest, file_sha256, read_json, write_json
+from mmcore.io import combined_digest, file_sha256, is_uri, read_json, write_json
 from mmcore.serving import Limits
 
 

@@ -24,7 +24,8 @@ import json
 from pathlib import Path
 
 from mmcore.data.sources.base import IMAGE_EXTENSIONS, Source, SourceError
-from mmcore.data.storage import Storage, is_uri
+from mmcore.data.storage import Storage
+from mmcore.io import is_uri
 
 # Detection order matters: the first reader that recognises the files wins.
 READERS: dict[str, str] = {

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mmcore.data.storage import OutsideRoot, Storage, is_uri
+from mmcore.data.storage import OutsideRoot, Storage
+from mmcore.io import is_uri
 
 
 @pytest.fixture()
