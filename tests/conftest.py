@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Each test process (and each command a test starts) gets its share of the cores: two xdist workers at two
+# threads each on a 2-core machine make OpenMP's threads wait on one another.
+_THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 _HOME = Path(tempfile.mkdtemp(prefix="mm-test-home-"))
 os.environ["MM_HOME"] = str(_HOME)
