@@ -1,6 +1,11 @@
 """What every flow shares: the config a flow runs with when given none (the demo preset), and the task runner
 that spreads the per-shard tasks of ingest and extract (threads, or a Dask or Ray cluster:
-`orchestration.task_runner`)."""
+`orchestration.task_runner`).
+
+A stage flow module imports only Prefect and the config at the top; what its stage runs (the tasks, and through them
+torch, MLflow and the library's stage code) is imported in the flow's body. Loading a flow (a command, a
+deployment's worker) then takes Prefect's import alone, and the flow run begins (its first log line) before
+the seconds that torch and MLflow take to import."""
 
 from __future__ import annotations
 

@@ -11,12 +11,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import DEFAULT
-from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
-from tasks import storage, tracking
-from tasks.caching import cached_tags, run_cached, timeout_seconds
-from tasks.evaluate import evaluate, log_evaluation, publish_report
-from tasks.register import register_model
 
 
 @flow(name="evaluate")
@@ -28,6 +23,12 @@ def evaluate_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = Non
     The evaluation is cached on its inputs' digests (`refresh` evaluates again); a model whose files are
     already registered is not registered twice.
     """
+    from mmcore.catalog import Catalog  # what the stage runs is imported as it starts (flows/common.py)
+    from tasks import storage, tracking
+    from tasks.caching import cached_tags, run_cached, timeout_seconds
+    from tasks.evaluate import evaluate, log_evaluation, publish_report
+    from tasks.register import register_model
+
     cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, cat.features, cat.heads)
     storage.pull(cat, cat.pretrain, only=[cat.pretrain.encoder.name])

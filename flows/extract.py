@@ -8,16 +8,16 @@ shard there: workers need no shared filesystem.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import flow, unmapped
 from prefect.futures import wait
 
 from flows.common import DEFAULT, with_task_runner
-from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
-from mmcore.stages.extract import ExtractResult, shard_indexes, shard_inputs
-from tasks import extract as T
-from tasks import storage, tracking
-from tasks.caching import cached_tags, map_cached
+
+if TYPE_CHECKING:
+    from mmcore.stages.extract import ExtractResult
 
 
 @flow(name="extract")
@@ -25,6 +25,12 @@ def extract_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None
                  refresh: bool = False) -> ExtractResult:
     """Embed every image and caption with the frozen encoders; each shard is cached on the encoder's and the
     shard's digests (`refresh` extracts them all again)."""
+    from mmcore.catalog import Catalog  # what the stage runs is imported as it starts (flows/common.py)
+    from mmcore.stages.extract import shard_indexes, shard_inputs
+    from tasks import extract as T
+    from tasks import storage, tracking
+    from tasks.caching import cached_tags, map_cached
+
     cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, only=[cat.processed.manifest.name])  # the shard tasks pull their shards
     storage.pull(cat, cat.pretrain, only=[cat.pretrain.encoder.name])

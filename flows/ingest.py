@@ -10,22 +10,22 @@ shared filesystem.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import as_completed
 
 from flows.common import DEFAULT, with_task_runner
-from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
 from mmcore.progress import Progress
-from mmcore.stages import ingest as S
-from tasks import ingest as T
-from tasks import storage, tracking
+
+if TYPE_CHECKING:
+    from mmcore.stages.ingest import IngestResult
 
 
 @flow(name="ingest")
 def ingest_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None, workers: int | None = None,
-                retry_rejected: bool = False) -> S.IngestResult:
+                retry_rejected: bool = False) -> IngestResult:
     """Validate, decode, resize, dedupe, split and tokenize a dataset.
 
     Args:
@@ -33,6 +33,11 @@ def ingest_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None,
             the threads runner; under dask or ray each shard task decodes in its worker's process.
         retry_rejected: process records that earlier runs rejected again (e.g. after fixing their files).
     """
+    from mmcore.catalog import Catalog  # what the stage runs is imported as it starts (flows/common.py)
+    from mmcore.stages import ingest as S
+    from tasks import ingest as T
+    from tasks import storage, tracking
+
     cat = Catalog.from_config(cfg)
     workers = workers or os.cpu_count() or 1
     T.check_source(cfg, cat)  # a missing or malformed source fails here, before any work

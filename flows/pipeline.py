@@ -16,8 +16,6 @@ from flows.ingest import ingest_flow
 from flows.pretrain import pretrain_flow
 from flows.train import train_flow
 from mmcore.config import PipelineConfig
-from tasks import tracking
-from tasks.caching import check_refresh
 
 Refresh = Literal["pretrain", "extract", "train", "evaluate", "all"]
 
@@ -29,6 +27,9 @@ def pipeline_flow(cfg: PipelineConfig = DEFAULT, refresh: list[Refresh] | None =
     Stages whose inputs, config and code are unchanged since an earlier run come from Prefect's cache and
     do no model work. `refresh` names stages to run anyway (pretrain, extract, train, evaluate, or all).
     """
+    from tasks import tracking  # imported as the run starts (flows/common.py)
+    from tasks.caching import check_refresh
+
     fresh = set(check_refresh(refresh or []))
     with tracking.stage_run(cfg, "pipeline") as parent:
         # ingest and extract fan out per shard, on orchestration.task_runner

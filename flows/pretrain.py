@@ -5,21 +5,26 @@ Run: `mm pretrain --preset demo` or `python -m flows.pretrain`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import flow
 
 from flows.common import DEFAULT
-from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
-from mmcore.stages.pretrain import PretrainResult
-from tasks import storage, tracking
-from tasks.caching import cached_tags, run_cached, timeout_seconds
-from tasks.pretrain import pretrain
+
+if TYPE_CHECKING:
+    from mmcore.stages.pretrain import PretrainResult
 
 
 @flow(name="pretrain")
 def pretrain_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None,
                   refresh: bool = False) -> PretrainResult:
     """Train the encoders; cached on the dataset, config and code digests (`refresh` retrains from scratch)."""
+    from mmcore.catalog import Catalog  # what the stage runs is imported as it starts (flows/common.py)
+    from tasks import storage, tracking
+    from tasks.caching import cached_tags, run_cached, timeout_seconds
+    from tasks.pretrain import pretrain
+
     cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, cat.pretrain)  # a checkpoint in the store is resumed
     cat.require("ingest")

@@ -5,21 +5,26 @@ Run: `mm train --preset demo` or `python -m flows.train`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import flow
 
 from flows.common import DEFAULT
-from mmcore.catalog import Catalog
 from mmcore.config import PipelineConfig
-from mmcore.stages.train import TrainResult
-from tasks import storage, tracking
-from tasks.caching import cached_tags, run_cached, timeout_seconds
-from tasks.train import train
+
+if TYPE_CHECKING:
+    from mmcore.stages.train import TrainResult
 
 
 @flow(name="train")
 def train_flow(cfg: PipelineConfig = DEFAULT, parent_run_id: str | None = None,
                refresh: bool = False) -> TrainResult:
     """Train the heads; cached on the features, config and code digests (`refresh` trains them again)."""
+    from mmcore.catalog import Catalog  # what the stage runs is imported as it starts (flows/common.py)
+    from tasks import storage, tracking
+    from tasks.caching import cached_tags, run_cached, timeout_seconds
+    from tasks.train import train
+
     cat = Catalog.from_config(cfg)
     storage.pull(cat, cat.processed, cat.features)
     cat.require("extract")

@@ -9,9 +9,12 @@ Crashed in Prefect. Runs of other hosts are left alone: from here nobody can tel
 
 from __future__ import annotations
 
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from mmcore.processes import alive
+
+if TYPE_CHECKING:  # a stage command reads the tags before it imports MLflow
+    from mlflow.tracking import MlflowClient
 
 TAG = "mm.process"  # MLflow run tag
 PREFECT_TAG = "mm-process:"  # Prefect flow run tag prefix

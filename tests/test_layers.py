@@ -75,6 +75,18 @@ def test_the_library_loads_without_prefect_or_mlflow_and_the_model_without_prefe
     assert out.stdout.split("\n")[:2] == ["[]", "[]"]
 
 
+def test_a_stage_flow_loads_without_torch_or_mlflow():
+    """Loading a stage flow (a stage command, a deployment's worker) imports Prefect and the config only: the flow
+    run begins before the stage's code is imported (flows/common.py)."""
+    flows = ["ingest", "pretrain", "extract", "train", "evaluate", "pipeline"]
+    code = ("import importlib, sys\n"
+            f"for name in {flows!r}: importlib.import_module('flows.' + name)\n"
+            "print(sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'mlflow', 'tasks', 'pyarrow'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
 def test_files_and_functions_stay_small():
     big = []
     for package in ("mmcore", "tasks", "flows", "bench", "tests"):
