@@ -86,13 +86,13 @@ def child_pretrain(processed: str, hard: bool, warmup: int, steps: int, limit: i
     import torch
 
     from mmcore.catalog import PretrainDir
-    from mmcore.training.contrastive import _with_captions, pretrain
+    from mmcore.training.contrastive import pretrain, with_captions
 
     cfg, train, val, vocab = load_demo(processed, limit, {
         "pretrain.data": "memory", "pretrain.hard_negatives": 4 if hard else 0, "pretrain.hard_from_epoch": 0,
         "pretrain.epochs": 2, "pretrain.log_every_steps": 1})
     size = cfg.pretrain.batch_size
-    pairs = len(_with_captions(train))
+    pairs = len(with_captions(train))
     per_epoch, samples = epoch_shape(pairs, size)
     if warmup + steps > per_epoch - 1:
         raise ValueError(f"--warmup {warmup} + --steps {steps} must be below the {per_epoch - 1} whole batches of "
@@ -127,12 +127,12 @@ def child_raw(processed: str, hard: bool, warmup: int, steps: int, limit: int) -
 
     from mmcore.losses import contrastive_loss
     from mmcore.models.contrastive import build_dual_encoder
-    from mmcore.training.contrastive import _hard_negative_groups, _pair_batches, _with_captions
+    from mmcore.training.contrastive import _hard_negative_groups, _pair_batches, with_captions
     from mmcore.training.loop import seed_everything
 
     cfg, train, _, vocab = load_demo(processed, limit, {
         "pretrain.data": "memory", "pretrain.hard_negatives": 4 if hard else 0, "pretrain.hard_from_epoch": 0})
-    p, device, train = cfg.pretrain, torch.device("cpu"), _with_captions(train)
+    p, device, train = cfg.pretrain, torch.device("cpu"), with_captions(train)
     seed_everything(p.seed)  # as pretrain does before building: the same initial weights
     model = build_dual_encoder(cfg.encoder, vocab, temperature=p.temperature).to(device)
     groups = _hard_negative_groups(model, train, p, 0, device)  # None with hard negatives off

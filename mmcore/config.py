@@ -105,9 +105,11 @@ class PretrainConfig(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learned)")
-    objective: Literal["auto", "contrastive", "vqa"] = Field(
-        "auto", description="contrastive: align images and captions; vqa: train the image encoder through a "
-                            "VQA head (data without captions); auto: contrastive when there are captions")
+    objective: Literal["auto", "contrastive", "vqa", "joint"] = Field(
+        "auto", description="contrastive: align images and captions; vqa: train the image encoder through a VQA "
+                            "head (data without captions); joint: both losses on one encoder (vqa_weight); auto: "
+                            "contrastive when there are captions")
+    vqa_weight: float = Field(1.0, gt=0, description="joint: weight of the VQA loss against the contrastive loss")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
                                                                    "the device supports it")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
@@ -119,8 +121,7 @@ class PretrainConfig(StrictModel):
                                                      "embeds closest to it (hard negatives); 0 or 1: random batches")
     hard_from_epoch: int = Field(2, ge=0, description="first epoch (0-based) that uses hard-negative batches: the "
                                                       "embedding must mean something first")
-    log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: once per "
-                                                      "epoch); it does not change results, so not the digest")
+    log_every_steps: int = Field(0, ge=0, description="also log the training loss every N batches (0: per epoch)")
     processes: int = Field(1, ge=1, description="data-parallel processes (torchrun, DDP) per node: one per GPU, "
                                                 "or gloo processes on CPU; 1 (on 1 node): in the task's process")
     data: Literal["memory", "stream"] = Field("memory", description="memory: the training split decoded into RAM "
@@ -144,6 +145,8 @@ class PretrainConfig(StrictModel):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if self.data == "stream" and self.hard_negatives > 1:
             raise ValueError("pretrain.data=stream takes random batches; hard_negatives needs pretrain.data=memory")
+        if self.data == "stream" and self.objective == "joint":
+            raise ValueError("pretrain.objective=joint needs pretrain.data=memory (a stream holds one objective)")
         if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint or ""):
             raise ValueError(f"pretrain.nnodes={self.nnodes} needs pretrain.rdzv_endpoint=host:port (the c10d "
                              f"rendezvous every node reaches); got {self.rdzv_endpoint!r}")
@@ -158,12 +161,9 @@ class HeadsConfig(StrictModel):
     word_dim: int = Field(128, ge=8, description="word embedding size of the question encoder and decoder")
     caption_lang: str = Field("en", description="language of the captions the decoder learns")
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
-    vqa_baselines: bool = Field(True, description="also train the VQA head on the question alone and on the "
-                                                  "image alone: the blind baselines its accuracy is read against")
-    vqa_baseline_epochs: int | None = Field(None, ge=1, description="epochs of the blind baselines (default: "
-                                                                    "epochs); they level off early")
-    translation: bool = Field(True, description="train a translator between the caption languages (parallel "
-                                                "captions: the i-th caption of each language of an image)")
+    vqa_baselines: bool = Field(True, description="also train the VQA head on the question alone and the image alone")
+    vqa_baseline_epochs: int | None = Field(None, ge=1, description="epochs of the blind baselines (default: epochs)")
+    translation: bool = Field(True, description="train a translator between the caption languages (parallel captions)")
     generation: bool = Field(True, description="train a caption language model for prompted text generation")
     text_epochs: int = Field(4, ge=1, description="epochs of the translation and generation heads")
     text_lr: float = Field(3e-3, gt=0, description="learning rate of the translation and generation heads")

@@ -36,11 +36,14 @@ from mmcore.training.loop import (
     stage_fit_config,
 )
 
-OBJECTIVES = ("contrastive", "vqa")
+OBJECTIVES = ("contrastive", "vqa", "joint")
 
 
 def resolve_objective(objective: str, train: SampleSet) -> str:
-    """`auto` means contrastive when the training samples have captions, else VQA."""
+    """`auto` means contrastive when the training samples have captions, else VQA. `joint` needs both."""
+    if objective == "joint" and not (any(train.caption_ids) and any(train.question_ids)):
+        raise ValueError("pretrain.objective=joint needs training samples with captions and with questions; this "
+                         "training split lacks one of them: choose contrastive, vqa or auto")
     if objective in OBJECTIVES:
         return objective
     if objective != "auto":
@@ -65,7 +68,9 @@ def pretrain_encoder(train: SampleSet | PairStream, val: SampleSet, enc_cfg: Enc
         objective = "vqa" if isinstance(train, QuestionStream) else "contrastive"
     else:
         objective = resolve_objective(cfg.objective, train)
-    train_fn = pretrain if objective == "contrastive" else pretrain_vqa
+    from mmcore.training.joint import pretrain_joint  # it builds on this module
+
+    train_fn = {"contrastive": pretrain, "vqa": pretrain_vqa, "joint": pretrain_joint}[objective]
     model, result = train_fn(train, val, enc_cfg, cfg, vocab_size, out, device, on_epoch, resume_key, tokenizer,
                              on_step)
     return objective, model, result
@@ -91,7 +96,7 @@ def stream_targets(train_qa: QA) -> tuple[list[str], bool]:
     return answers, several_answers(train_qa)
 
 
-def _targets(train: SampleSet | QuestionStream, val: SampleSet) -> tuple[list[str], Questions, Questions, bool]:
+def targets(train: SampleSet | QuestionStream, val: SampleSet) -> tuple[list[str], Questions, Questions, bool]:
     """The answer classes, the questions of each split with their targets (a stream makes its own, so none
     here), and whether those are soft scores."""
     streamed = isinstance(train, QuestionStream)
@@ -101,14 +106,17 @@ def _targets(train: SampleSet | QuestionStream, val: SampleSet) -> tuple[list[st
     return answers, train_questions, _questions(val, index, soft_targets(val.qa, answers) if soft else None), soft
 
 
-def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,
-                       tokenizer: TextTokenizer | None) -> tuple[DualEncoder, nn.Module]:
-    """The dual encoder and a VQA head on its image features; only the image tower and the head train."""
+def encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: int, n_answers: int,
+                      tokenizer: TextTokenizer | None, text: bool = False) -> tuple[DualEncoder, nn.Module]:
+    """The dual encoder and a VQA head on its image features; only the image tower and the head train, unless
+    `text` (the joint objective trains the text tower and the projections too)."""
     encoder = build_dual_encoder(enc_cfg, vocab_size, temperature=cfg.temperature, tokenizer=tokenizer)
     enc = encoder.image_encoder
     dims = HeadDims(vocab_size, enc.grid_channels, enc.out_channels, enc.grid**2, enc_cfg.text_hidden,
                     enc_cfg.word_dim)
     head = build_vqa(dims, n_answers)
+    if text:
+        return encoder, head
     # The text tower and the projections play no part in answering: frozen, they stay out of the optimizer
     # and out of DDP's gradient reduction (which fails on parameters that get no gradient).
     for part in (encoder.text_encoder, encoder.text_proj, encoder.image_proj):
@@ -117,17 +125,40 @@ def _encoder_with_head(enc_cfg: EncoderConfig, cfg: PretrainConfig, vocab_size: 
     return encoder, head
 
 
-def _batch(data: SampleSet, qs: Questions, idx: list[int], n_answers: int,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images idx (B, 3, S, S), the image row of each of their questions (Q,), questions (Q, T), and targets:
-    answer classes (Q,), or soft scores (Q, A)."""
+def question_rows(qs: Questions, idx: list[int], n_answers: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The questions of samples idx: the batch row of each one's image (Q,), the questions (Q, T), and the
+    targets: answer classes (Q,), or soft scores (Q, A). Q may be 0."""
     owner = [j for j, i in enumerate(idx) for _ in qs[i]]
     flat = [q for i in idx for q in qs[i]]
     targets = [q[1] for q in flat]
     y = (dense_scores(targets, n_answers) if targets and isinstance(targets[0], dict)
          else torch.tensor(targets, dtype=torch.long))
-    return (torch.from_numpy(data.images[idx]).to(device), torch.tensor(owner, device=device),
-            pad_batch([q[0] for q in flat]).to(device), y.to(device))
+    ids = pad_batch([q[0] for q in flat]) if flat else torch.zeros(0, 1, dtype=torch.long)
+    return torch.tensor(owner, dtype=torch.long, device=device), ids.to(device), y.to(device)
+
+
+def _batch(data: SampleSet, qs: Questions, idx: list[int], n_answers: int,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images idx (B, 3, S, S) and their `question_rows`."""
+    return (torch.from_numpy(data.images[idx]).to(device), *question_rows(qs, idx, n_answers, device))
+
+
+def question_accuracy(logits: Callable[..., torch.Tensor], val: SampleSet, val_questions: Questions,
+                      n_answers: int, device: torch.device) -> dict[str, float]:
+    """`val_vqa_acc` of `logits(images, owner, questions)` on the validation questions (soft scores where the
+    targets are, else exact matches); none without questions."""
+    rows = [i for i, q in enumerate(val_questions) if q]
+    if not rows:
+        return {}
+    right, total = 0.0, 0
+    for s in range(0, len(rows), 256):
+        images, owner, q, y = _batch(val, val_questions, rows[s : s + 256], n_answers, device)
+        pred = logits(images, owner, q).argmax(-1)
+        hit = y.gather(1, pred[:, None]).squeeze(1) if y.dim() == 2 else (pred == y).double()
+        right += float(hit.sum())
+        total += len(y)
+    return {"val_vqa_acc": right / total}
 
 
 def _question_batches(train: SampleSet | QuestionStream, questions: Questions, keep: list[int], n_answers: int,
@@ -161,12 +192,12 @@ def pretrain_vqa(train: SampleSet | QuestionStream, val: SampleSet, enc_cfg: Enc
     several human answers (VQA v2), else cross-entropy on the one answer; `val_vqa_acc` is the official accuracy.
     Checkpoints every epoch; a checkpoint with the same `resume_key` is continued, not redone.
     """
-    answers, questions, val_questions, soft = _targets(train, val)
+    answers, questions, val_questions, soft = targets(train, val)
     streamed = isinstance(train, QuestionStream)
     keep = [] if streamed else [i for i, q in enumerate(train.question_ids) if q]
     loss = soft_score_loss if soft else classification_loss
     seed_everything(cfg.seed)
-    encoder, head = _encoder_with_head(enc_cfg, cfg, vocab_size, len(answers), tokenizer)
+    encoder, head = encoder_with_head(enc_cfg, cfg, vocab_size, len(answers), tokenizer)
     model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
 
     def logits(images: torch.Tensor, owner: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -180,17 +211,7 @@ def pretrain_vqa(train: SampleSet | QuestionStream, val: SampleSet, enc_cfg: Enc
         return loss(logits(images, owner, q), y)
 
     def validate() -> dict[str, float]:
-        rows = [i for i, q in enumerate(val_questions) if q]
-        if not rows:
-            return {}
-        right, total = 0.0, 0
-        for s in range(0, len(rows), 256):
-            images, owner, q, y = _batch(val, val_questions, rows[s : s + 256], len(answers), device)
-            pred = logits(images, owner, q).argmax(-1)
-            hit = y.gather(1, pred[:, None]).squeeze(1) if y.dim() == 2 else (pred == y).double()
-            right += float(hit.sum())
-            total += len(y)
-        return {"val_vqa_acc": right / total}
+        return question_accuracy(logits, val, val_questions, len(answers), device)
 
     per_rank, size = -(-len(keep) // distributed.world()), max(1, cfg.batch_size // distributed.world())
     steps = train.steps(0) if streamed else -(-per_rank // size)

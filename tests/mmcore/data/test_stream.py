@@ -128,12 +128,12 @@ def test_pretraining_from_the_stream_resumes_inside_an_epoch_bit_for_bit(shards,
 def test_the_question_stream_gives_each_image_with_all_its_questions_and_their_targets(shards):
     """VQA pretraining's stream: every training image once per epoch with all of its questions, the targets
     those the in-memory path gives them (classes of the training answers)."""
-    from mmcore.training.vqa_pretrain import _targets, stream_targets
+    from mmcore.training.vqa_pretrain import stream_targets, targets
 
     _, samples, cat = shards
     answers, soft = stream_targets(samples.qa)
     stream = QuestionStream(split_shards(cat.processed, "train", "qa"), 4, answers, soft, seed=1, buffer=8)
-    _, questions, _, _ = _targets(samples, load_samples(cat.processed, ("val",)))
+    _, questions, _, _ = targets(samples, load_samples(cat.processed, ("val",)))
     by_image = {_key(torch.from_numpy(a)): qs for a, qs in zip(samples.images, questions, strict=True)}
     seen = set()
     for images, owner, q, y in stream.loader(0, workers=2):
