@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmcore.config import PipelineConfig, load_config
-from mmcore.report import metric_rows
+from mmcore.report import metric_rows, vqa_by_type
 
 console = Console(soft_wrap=True)  # long commands stay on one line, ready to copy
 
@@ -64,3 +64,5 @@ def print_metrics(metrics: dict[str, float]) -> None:
     for name, value, base in metric_rows(metrics):
         table.add_row(name, f"{value:.4f}", "" if base is None else f"{base:.4f}")
     console.print(table)
+    if by_type := vqa_by_type(metrics):
+        console.print(by_type, highlight=False)

@@ -24,6 +24,17 @@ def metric_rows(metrics: dict[str, float]) -> list[tuple[str, float, float | Non
     return [(k, metrics[k], metrics.get(f"{k}_baseline")) for k in HEADLINE if k in metrics]
 
 
+_NOT_A_TYPE = ("vqa_acc_baseline", "vqa_acc_question_only", "vqa_acc_image_only")
+
+
+def vqa_by_type(metrics: dict[str, float]) -> str:
+    """The VQA head's accuracy per question type (`vqa_acc_<type>`, or VQA v2's answer types `vqa_acc_at_<type>`)
+    as one line, "VQA accuracy by question type: color 0.698, count 0.888, ..."; empty without any."""
+    types = sorted((k.removeprefix("vqa_acc_").removeprefix("at_"), v) for k, v in metrics.items()
+                   if k.startswith("vqa_acc_") and k not in _NOT_A_TYPE and not k.startswith("vqa_acc_qt_"))
+    return ("VQA accuracy by question type: " + ", ".join(f"{t} {v:.3f}" for t, v in types)) if types else ""
+
+
 def report_markdown(metrics: dict[str, float], examples: dict[str, list[dict[str, Any]]],
                     champion: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
                     alias: str = "champion") -> str:
@@ -33,6 +44,8 @@ def report_markdown(metrics: dict[str, float], examples: dict[str, list[dict[str
     head = f"@{alias}" + (f" v{champion['version']}" if champion and champion.get("version") else "")
     lines = ["# Evaluation (test split)", "", f"| metric | value | baseline | {head} |", "|---|---|---|---|"]
     lines += [f"| {k} | {v:.4f} | {_fmt(b)} | {_fmt(theirs.get(k))} |" for k, v, b in metric_rows(metrics)]
+    if by_type := vqa_by_type(metrics):
+        lines += ["", by_type]
     notes = [note for prefix, note in METRIC_NOTES.items() if any(k.startswith(prefix) for k in metrics)]
     for note in notes:
         lines += ["", note]

@@ -3,7 +3,7 @@ and example outputs, as markdown."""
 
 from __future__ import annotations
 
-from mmcore.report import HEADLINE, metric_rows, report_markdown
+from mmcore.report import HEADLINE, metric_rows, report_markdown, vqa_by_type
 
 GATE = {"name": "mmcore-gate", "version": "4", "alias": "challenger", "promoted": False,
         "reason": "@champion (version 3) was scored on a different test split"}
@@ -52,3 +52,13 @@ def test_report_says_how_the_text_metrics_were_computed_when_they_are_shown():
     md = report_markdown({"caption_bleu4": 30.0, "translation_bleu_en_zh": 40.0}, {})
     assert "coco-caption's BLEU-1..4" in md and "case-insensitive" in md
     assert "coco-caption" not in report_markdown({"t2i_r1": 0.5}, {})
+
+
+def test_vqa_accuracy_by_question_type_is_one_line_in_the_report():
+    metrics = {"vqa_acc": 0.8, "vqa_acc_baseline": 0.1, "vqa_acc_question_only": 0.35, "vqa_acc_image_only": 0.12,
+               "vqa_acc_shape": 0.629, "vqa_acc_color": 0.6984, "vqa_acc_yes_no": 0.845, "vqa_acc_at_number": 0.5,
+               "vqa_acc_qt_what_color_is_the": 0.7}
+    line = "VQA accuracy by question type: color 0.698, number 0.500, shape 0.629, yes_no 0.845"
+    assert vqa_by_type(metrics) == line
+    assert f"\n{line}\n" in report_markdown(metrics, {})
+    assert vqa_by_type({"t2i_r1": 0.5}) == "" and "question type" not in report_markdown({"t2i_r1": 0.5}, {})
