@@ -67,7 +67,8 @@ def main() -> None:
     from tasks import tracking
 
     cfg = load_config("demo", {"data_root": str(work / "data"), "pretrain.epochs": args.epochs,
-                               "pretrain.batch_size": 32, "pretrain.log_every_steps": 1})
+                               "pretrain.batch_size": 32, "pretrain.log_every_steps": 1,
+                               "pretrain.objective": "contrastive"})
     cat = _prepare(cfg, args.images)
     train, val = load_samples(cat.processed, ("train",)), load_samples(cat.processed, ("val",))
     vocab = load_tokenizer(cat.processed).vocab_size

@@ -79,7 +79,8 @@ def child(processed: str, preset: str, data: str, workers: int, steps: int) -> N
 
     torch.set_num_threads(2)
     cfg = load_config(preset, {"pretrain.data": data, "pretrain.loader_workers": workers,
-                               "pretrain.hard_negatives": 0, "pretrain.epochs": 1, "pretrain.log_every_steps": 1})
+                               "pretrain.hard_negatives": 0, "pretrain.epochs": 1, "pretrain.log_every_steps": 1,
+                               "pretrain.objective": "contrastive"})
     out = ProcessedDir(Path(processed))
     started = time.perf_counter()
     train = (PairStream(split_shards(out, "train"), cfg.pretrain.batch_size, 0, cfg.pretrain.shuffle_buffer)

@@ -61,7 +61,7 @@ def load_demo(processed: str, limit: int, overrides: dict) -> tuple:
     from mmcore.config import load_config
     from mmcore.data.dataset import SampleSet, load_samples, load_tokenizer
 
-    cfg = load_config("demo", overrides)
+    cfg = load_config("demo", {"pretrain.objective": "contrastive", **overrides})  # the contrastive step
     out = ProcessedDir(Path(processed))
 
     def first(data: SampleSet) -> SampleSet:

@@ -73,7 +73,10 @@ def test_streamed_pretraining_and_several_nodes_say_what_they_need():
 
     with pytest.raises(ValueError, match="hard_negatives needs pretrain.data=memory"):
         load_config("demo", {"pretrain.data": "stream"})  # the demo batches hard negatives
-    assert load_config("demo", {"pretrain.data": "stream", "pretrain.hard_negatives": 0}).pretrain.data == "stream"
+    with pytest.raises(ValueError, match="objective=joint needs pretrain.data=memory"):
+        load_config("demo", {"pretrain.data": "stream", "pretrain.hard_negatives": 0})  # the demo is joint
+    streamed = {"pretrain.data": "stream", "pretrain.hard_negatives": 0, "pretrain.objective": "contrastive"}
+    assert load_config("demo", streamed).pretrain.data == "stream"
     with pytest.raises(ValueError, match=r"pretrain.nnodes=2 needs pretrain.rdzv_endpoint=host:port"):
         load_config("smoke", {"pretrain.nnodes": 2})
     two = load_config("smoke", {"pretrain.nnodes": 2, "pretrain.rdzv_endpoint": "10.0.0.5:29400"})
