@@ -161,14 +161,14 @@ class HeadsConfig(StrictModel):
     word_dim: int = Field(128, ge=8, description="word embedding size of the question encoder and decoder")
     caption_lang: str = Field("en", description="language of the captions the decoder learns")
     max_caption_len: int = Field(32, ge=4, description="greedy decoding stops after this many tokens")
+    film: bool = Field(True, description="VQA head: condition each image cell on the question (FiLM) before attending")
     vqa_baselines: bool = Field(True, description="also train the VQA head on the question alone and the image alone")
     vqa_baseline_epochs: int | None = Field(None, ge=1, description="epochs of the blind baselines (default: epochs)")
     translation: bool = Field(True, description="train a translator between the caption languages (parallel captions)")
     generation: bool = Field(True, description="train a caption language model for prompted text generation")
     text_epochs: int = Field(4, ge=1, description="epochs of the translation and generation heads")
     text_lr: float = Field(3e-3, gt=0, description="learning rate of the translation and generation heads")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) where "
-                                                                   "the device supports it")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision (autocast) if supported")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better "
                                                          "validation metric, keeping the best epoch's weights")

@@ -34,16 +34,17 @@ class HeadDims:
                              f"got {self.hidden}")
 
 
-def build_vqa(dims: HeadDims, n_answers: int, glimpses: int = 2) -> VQAHead:
-    """Bidirectional GRU question encoder + grid projector + attention classifier."""
+def build_vqa(dims: HeadDims, n_answers: int, glimpses: int = 2, film: bool = False) -> VQAHead:
+    """Bidirectional GRU question encoder + grid projector (+ FiLM of the cells by the question) + attention
+    classifier."""
     question = RNNTextEncoder(dims.vocab_size, dims.word_dim, dims.hidden // 2, "gru", True)  # out: hidden
     image = GridProjector(dims.grid_dim, dims.pooled_dim, dims.cells, dims.hidden)
-    return VQAHead(question, image, n_answers, dims.hidden, glimpses)
+    return VQAHead(question, image, n_answers, dims.hidden, glimpses, film)
 
 
-def build_blind_vqa(dims: HeadDims, n_answers: int, sees: str) -> BlindVQA:
+def build_blind_vqa(dims: HeadDims, n_answers: int, sees: str, film: bool = False) -> BlindVQA:
     """The VQA head of `build_vqa` seeing only `sees` ("question" or "image")."""
-    return BlindVQA(build_vqa(dims, n_answers), sees)
+    return BlindVQA(build_vqa(dims, n_answers, film=film), sees)
 
 
 def build_captioner(dims: HeadDims) -> CaptionDecoder:

@@ -43,10 +43,13 @@ class VQAHead(nn.Module):
         n_answers: number of answer classes.
         hidden: width of the question and cell vectors.
         glimpses: attention maps over the cells per question.
+        film: condition every cell on the question before attending (feature-wise linear modulation, FiLM):
+            cell + MLP(cell * (1 + gamma(q)) + beta(q)). Attention alone can only weigh cells made without the
+            question; FiLM lets a cell answer "is this the circle?", which binds an attribute to its object.
     """
 
     def __init__(self, question_encoder: nn.Module, image_projector: nn.Module, n_answers: int, hidden: int,
-                 glimpses: int = 2):
+                 glimpses: int = 2, film: bool = False):
         super().__init__()
         out_dim = getattr(question_encoder, "out_dim", hidden)
         if out_dim != hidden:
@@ -55,6 +58,8 @@ class VQAHead(nn.Module):
         self.image = image_projector
         self.attn = nn.Linear(hidden, hidden * glimpses)
         self.glimpses = glimpses
+        self.film = nn.Linear(hidden, hidden * 2) if film else None  # question -> (gamma, beta) per channel
+        self.film_mlp = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden)) if film else None
         self.classifier = nn.Sequential(
             nn.Linear(hidden * (1 + 2 * glimpses), hidden * 2), nn.ReLU(), nn.Dropout(0.1),
             nn.Linear(hidden * 2, n_answers),
@@ -74,6 +79,9 @@ class VQAHead(nn.Module):
         cells = self.image(grid, pooled)  # (B, N, H)
         if owner is not None:
             cells = _take_rows(cells, owner)  # (Q, N, H)
+        if self.film is not None:
+            gamma, beta = self.film(q).unsqueeze(1).chunk(2, dim=-1)  # (Q, 1, H) each
+            cells = cells + self.film_mlp(cells * (1 + gamma) + beta)
         keys = self.attn(q).view(q.shape[0], self.glimpses, -1)  # (Q, G, H)
         weights = torch.softmax(keys @ cells.transpose(1, 2) / cells.shape[-1] ** 0.5, dim=-1)  # (Q, G, N)
         ctx = weights @ cells  # (Q, G, H)

@@ -178,12 +178,13 @@ def train_heads(train: FeatureSet, val: FeatureSet, cfg: HeadsConfig, vocab_size
     skipped: dict[str, str] = {}
     vqa, answers, blind = None, [], {}
     if any(q for qs in train.question_ids for q in qs):
-        vqa, answers = train_vqa(train, val, cfg, vocab_size, device, on_epoch("vqa"))
+        vqa, answers = train_vqa(train, val, cfg, vocab_size, device, on_epoch("vqa"),
+                                 partial(build_vqa, film=cfg.film))
         if cfg.vqa_baselines:
             blind_cfg = cfg.model_copy(update={"epochs": cfg.vqa_baseline_epochs or cfg.epochs})
             for sees in BLIND_INPUTS:
                 blind[sees], _ = train_vqa(train, val, blind_cfg, vocab_size, device, on_epoch(f"vqa_{sees}_only"),
-                                           partial(build_blind_vqa, sees=sees))
+                                           partial(build_blind_vqa, sees=sees, film=cfg.film))
     else:
         skipped["vqa"] = "the training split has no questions"
     captioner = None
@@ -243,9 +244,11 @@ def load_heads(path: str | Path, device: torch.device | str = "cpu", stage: str 
     file that does not load is a one-line `CorruptOutput` naming it and `stage`, the stage that writes it."""
     state = integrity.load_torch(path, stage)
     d, n_answers = HeadDims(**state["dims"]), len(state["answers"])
-    vqa = _restore(build_vqa(d, n_answers), state["vqa"], device) if state["vqa"] else None
+    film = "film.weight" in state["vqa"]  # heads.film when they were trained (heads saved before FiLM: none)
+    vqa = _restore(build_vqa(d, n_answers, film=film), state["vqa"], device) if state["vqa"] else None
     cap = _restore(build_captioner(d), state["captioner"], device) if state["captioner"] else None
-    blind = {k: _restore(build_blind_vqa(d, n_answers, k), w, device) for k, w in state["vqa_blind"].items()}
+    blind = {k: _restore(build_blind_vqa(d, n_answers, k, "head.film.weight" in w), w, device)
+             for k, w in state["vqa_blind"].items()}
     langs = list(state["text_langs"])
     translator = _restore(build_translator(d, len(langs)), state["translator"], device) if state["translator"] else None
     generator = _restore(build_generator(d, len(langs)), state["generator"], device) if state["generator"] else None

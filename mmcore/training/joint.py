@@ -5,7 +5,8 @@ of what tells a red circle from a blue square in the same place; a VQA head on t
 misses colour and shape questions. Trained jointly, each batch of images is embedded once and both losses
 reach the CNN: the captions of the batch against its images (InfoNCE, with the same hard-negative groups as
 contrastive pretraining), and all the questions of the batch's images through a VQA head (the heads stage's
-architecture, soft scores or cross-entropy as in `vqa_pretrain`). The loss is
+architecture without FiLM, so that binding the attributes to their objects is left to the encoder; soft scores
+or cross-entropy as in `vqa_pretrain`). The loss is
 
     loss = contrastive_loss + pretrain.vqa_weight * vqa_loss
 

@@ -127,11 +127,12 @@ def test_vqa_training_repeats_bit_for_bit_with_repeated_questions():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-def test_saved_heads_reload_with_typed_dims_and_the_same_outputs(tmp_path):
+@pytest.mark.parametrize("film", [True, False])  # heads.film, and heads saved before it (no FiLM layers)
+def test_saved_heads_reload_with_typed_dims_and_the_same_outputs(tmp_path, film):
     torch.manual_seed(0)
     dims = HeadDims(vocab_size=20, grid_dim=6, pooled_dim=5, cells=4, hidden=16, word_dim=8)
-    heads = Heads(build_vqa(dims, 3), ["red", "blue", "yes"], build_captioner(dims), "en", dims,
-                  {s: build_blind_vqa(dims, 3, s) for s in ("question", "image")}, build_translator(dims, 2),
+    heads = Heads(build_vqa(dims, 3, film=film), ["red", "blue", "yes"], build_captioner(dims), "en", dims,
+                  {s: build_blind_vqa(dims, 3, s, film) for s in ("question", "image")}, build_translator(dims, 2),
                   build_generator(dims, 2), ["en", "zh"])
     save_heads(heads, tmp_path / "heads.pt")
     raw = torch.load(tmp_path / "heads.pt", weights_only=True)
@@ -141,6 +142,8 @@ def test_saved_heads_reload_with_typed_dims_and_the_same_outputs(tmp_path):
     assert (again.answers, again.caption_lang, again.text_langs) == (heads.answers, "en", ["en", "zh"])
     assert {s: (type(m), m.sees) for s, m in again.vqa_blind.items()} == {"question": (BlindVQA, "question"),
                                                                         "image": (BlindVQA, "image")}
+    assert (again.vqa.film is not None) == film
+    assert all((m.head.film is not None) == film for m in again.vqa_blind.values())
 
     g = torch.Generator().manual_seed(1)
     grid, pooled = torch.randn(2, 6, 4, generator=g), torch.randn(2, 5, generator=g)
