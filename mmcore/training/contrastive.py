@@ -23,6 +23,7 @@ from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
 from mmcore.training.loop import (
     EpochCallback,
+    FitConfig,
     FitResult,
     StepCallback,
     epoch_order,
@@ -203,12 +204,21 @@ def pretrain(train: SampleSet | PairStream, val: SampleSet, enc_cfg: EncoderConf
 
     fit_cfg = stage_fit_config(cfg, steps, "val_t2i_r1", "max", len(val) > 0, cfg.weight_decay)
 
-    result = fit(model, fit_cfg, batches, step,
-                 validate, checkpoint=out.checkpoint, on_epoch=on_epoch, resume_key=resume_key,
-                 on_step=on_step if cfg.log_every_steps else None, step_every=max(1, cfg.log_every_steps))
+    return model, fit_encoder(model, model, fit_cfg, batches, step, validate, cfg, enc_cfg, vocab_size, out,
+                              on_epoch, resume_key, on_step)
+
+
+def fit_encoder(model: torch.nn.Module, encoder: DualEncoder, fit_cfg: FitConfig, batches: Callable, step: Callable,
+                validate: Callable, cfg: PretrainConfig, enc_cfg: EncoderConfig, vocab_size: int, out: PretrainDir,
+                on_epoch: EpochCallback | None, resume_key: str, on_step: StepCallback | None) -> FitResult:
+    """How every pretraining objective ends: `fit` (checkpoints in `out`, continued under `resume_key`, the
+    loss logged every `cfg.log_every_steps` batches), then the main rank writes `encoder` to `out`."""
+    result = fit(model, fit_cfg, batches, step, validate, checkpoint=out.checkpoint, on_epoch=on_epoch,
+                 resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
+                 step_every=max(1, cfg.log_every_steps))
     if distributed.is_main():
-        save_encoder(model, enc_cfg, vocab_size, out.encoder)
-    return model, result
+        save_encoder(encoder, enc_cfg, vocab_size, out.encoder)
+    return result
 
 
 def save_encoder(model: DualEncoder, enc_cfg: EncoderConfig, vocab_size: int, path: str | Path) -> Path:

@@ -35,11 +35,11 @@ from mmcore.training.contrastive import (
     Augment,
     _hard_negative_groups,
     _pair_batches,
+    fit_encoder,
     retrieval_validation,
-    save_encoder,
     with_captions,
 )
-from mmcore.training.loop import EpochCallback, FitResult, StepCallback, fit, seed_everything, stage_fit_config
+from mmcore.training.loop import EpochCallback, FitResult, StepCallback, seed_everything, stage_fit_config
 from mmcore.training.vqa_pretrain import encoder_with_head, question_accuracy, question_rows, targets
 
 
@@ -96,9 +96,5 @@ def pretrain_joint(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg
     per_rank, size = -(-len(train) // distributed.world()), max(2, cfg.batch_size // distributed.world())
     fit_cfg = stage_fit_config(cfg, max(1, -(-per_rank // size)), "val_t2i_r1", "max", len(val) > 0,
                                cfg.weight_decay)
-    result = fit(model, fit_cfg, batches, step, validate, checkpoint=out.checkpoint, on_epoch=on_epoch,
-                 resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
-                 step_every=max(1, cfg.log_every_steps))
-    if distributed.is_main():
-        save_encoder(encoder, enc_cfg, vocab_size, out.encoder)
-    return encoder, result
+    return encoder, fit_encoder(model, encoder, fit_cfg, batches, step, validate, cfg, enc_cfg, vocab_size, out,
+                                on_epoch, resume_key, on_step)

@@ -24,13 +24,12 @@ from mmcore.models.contrastive import DualEncoder, build_dual_encoder
 from mmcore.text.tokenizer import TextTokenizer
 from mmcore.training import distributed
 from mmcore.training.answers import QA, answer_vocabulary, dense_scores, several_answers, soft_targets
-from mmcore.training.contrastive import pretrain, save_encoder
+from mmcore.training.contrastive import fit_encoder, pretrain
 from mmcore.training.loop import (
     EpochCallback,
     FitResult,
     StepCallback,
     epoch_order,
-    fit,
     pad_batch,
     seed_everything,
     stage_fit_config,
@@ -216,9 +215,5 @@ def pretrain_vqa(train: SampleSet | QuestionStream, val: SampleSet, enc_cfg: Enc
     per_rank, size = -(-len(keep) // distributed.world()), max(1, cfg.batch_size // distributed.world())
     steps = train.steps(0) if streamed else -(-per_rank // size)
     fit_cfg = stage_fit_config(cfg, max(1, steps), "val_vqa_acc", "max", any(val_questions), cfg.weight_decay)
-    result = fit(model, fit_cfg, batches, step, validate, checkpoint=out.checkpoint, on_epoch=on_epoch,
-                 resume_key=resume_key, on_step=on_step if cfg.log_every_steps else None,
-                 step_every=max(1, cfg.log_every_steps))
-    if distributed.is_main():
-        save_encoder(encoder, enc_cfg, vocab_size, out.encoder)
-    return encoder, result
+    return encoder, fit_encoder(model, encoder, fit_cfg, batches, step, validate, cfg, enc_cfg, vocab_size, out,
+                                on_epoch, resume_key, on_step)

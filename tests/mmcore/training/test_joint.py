@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,27 +9,14 @@ from mmcore.data.dataset import SampleSet
 from mmcore.training.contrastive import load_encoder
 from mmcore.training.joint import _may_flip, pretrain_joint
 from mmcore.training.vqa_pretrain import pretrain_encoder, resolve_objective
+from tests.mmcore.training.colourkit import colour_set
 
 ENC = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=16, embed_dim=8, grid=2, multiscale=False)
-QUESTION = [2, 5, 6, 3]  # "what colour is it?", asked of every image
 CPU = torch.device("cpu")
 
 
 def _scenes(n: int, seed: int, split: str) -> SampleSet:
-    """Red or blue images; the caption names only the image's number (a word of its own per image, which the
-    contrastive loss can match by the image's noise pattern), never its colour; the question asks the colour,
-    which only the image answers."""
-    rng = np.random.default_rng(seed)
-    red = rng.random(n) < 0.5
-    images = np.zeros((n, 3, 32, 32), np.uint8)
-    images[red, 0] = 200
-    images[~red, 2] = 200
-    images = np.clip(images + rng.integers(0, 80, images.shape), 0, 255).astype(np.uint8)
-    captions = [[{"lang": "en", "text": f"picture {i}"}] for i in range(n)]
-    caption_ids = [[[2, 10 + i, 3]] for i in range(n)]
-    qa = [[{"question": "what colour is it?", "answer": "red" if r else "blue", "type": "color"}] for r in red]
-    return SampleSet([f"{split}{i}" for i in range(n)], [split] * n, images, captions, caption_ids, qa,
-                     [[QUESTION] for _ in range(n)])
+    return colour_set(n, seed, split, noise=80, captioned=True)
 
 
 def test_both_losses_train_one_encoder_and_are_logged_by_name(tmp_path):

@@ -9,26 +9,13 @@ from mmcore.config import EncoderConfig, PretrainConfig
 from mmcore.data.dataset import SampleSet
 from mmcore.training.contrastive import load_encoder
 from mmcore.training.vqa_pretrain import pretrain_vqa, resolve_objective
+from tests.mmcore.training.colourkit import colour_set
 
 ENC = EncoderConfig(image_arch="smallcnn", word_dim=8, text_hidden=16, embed_dim=8, grid=2, multiscale=False)
-QUESTION = [2, 5, 6, 3]  # one question for every image: "what colour is it?"
-
-
-def _colour_set(n: int, seed: int, split: str) -> SampleSet:
-    """Images that are all red or all blue, each asked the same question: only the image tells the answer."""
-    rng = np.random.default_rng(seed)
-    red = rng.random(n) < 0.5
-    images = np.zeros((n, 3, 32, 32), np.uint8)
-    images[red, 0] = 200
-    images[~red, 2] = 200
-    images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
-    qa = [[{"question": "what colour is it?", "answer": "red" if r else "blue", "type": "color"}] for r in red]
-    return SampleSet([f"{split}{i}" for i in range(n)], [split] * n, images, [[]] * n, [[]] * n, qa,
-                     [[QUESTION] for _ in range(n)])
 
 
 def test_auto_objective_follows_the_data():
-    qa_only = _colour_set(4, 0, "train")
+    qa_only = colour_set(4, 0, "train")
     assert resolve_objective("auto", qa_only) == "vqa"
     with_captions = SampleSet(qa_only.sample_ids, qa_only.splits, qa_only.images, [[{"lang": "en", "text": "x"}]] * 4,
                               [[[2, 4, 3]]] * 4, qa_only.qa, qa_only.question_ids)
@@ -43,14 +30,14 @@ def test_auto_objective_follows_the_data():
 
 def test_the_image_encoder_learns_what_only_the_image_answers(tmp_path):
     cfg = PretrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu")
-    model, result = pretrain_vqa(_colour_set(96, 1, "train"), _colour_set(32, 2, "val"), ENC, cfg, vocab_size=10,
+    model, result = pretrain_vqa(colour_set(96, 1, "train"), colour_set(32, 2, "val"), ENC, cfg, vocab_size=10,
                                  out=PretrainDir(tmp_path), device=torch.device("cpu"), resume_key="k")
     # The question never varies, so a blind model is at chance (~0.5): the encoder must see the colour.
     assert result.history[-1]["val_vqa_acc"] >= 0.9
     loaded = load_encoder(PretrainDir(tmp_path).encoder)  # an ordinary dual encoder checkpoint
-    x = torch.from_numpy(_colour_set(2, 3, "x").images)
+    x = torch.from_numpy(colour_set(2, 3, "x").images)
     assert torch.allclose(loaded.encode_image(x).pooled, model.eval().encode_image(x).pooled, atol=1e-5)
-    _, again = pretrain_vqa(_colour_set(96, 1, "train"), _colour_set(32, 2, "val"), ENC, cfg, 10, PretrainDir(tmp_path),
+    _, again = pretrain_vqa(colour_set(96, 1, "train"), colour_set(32, 2, "val"), ENC, cfg, 10, PretrainDir(tmp_path),
                             torch.device("cpu"), resume_key="k")
     assert again.resumed_from == 3  # the finished run's checkpoint is continued, not redone
 
@@ -71,7 +58,7 @@ def test_ten_human_answers_train_on_soft_scores(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "classification_loss", lambda *a: used.append("cross-entropy"))
     monkeypatch.setattr(module, "soft_score_loss", lambda *a: used.append("soft") or soft(*a))
     cfg = PretrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu")
-    _, result = pretrain_vqa(_ten_answers(_colour_set(96, 1, "train")), _ten_answers(_colour_set(32, 2, "val")), ENC,
+    _, result = pretrain_vqa(_ten_answers(colour_set(96, 1, "train")), _ten_answers(colour_set(32, 2, "val")), ENC,
                              cfg, vocab_size=10, out=PretrainDir(tmp_path), device=torch.device("cpu"))
     assert used and set(used) == {"soft"}
     # the official accuracy: 1.0 for the colour seven humans gave, 0.9 for the near one, 0 otherwise
