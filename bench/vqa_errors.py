@@ -24,6 +24,7 @@ from typing import Any
 
 from mmcore.catalog import Catalog
 from mmcore.config import load_config
+from mmcore.data.records import ANNOTATIONS
 from mmcore.features import load_features
 from mmcore.training.heads import load_heads, predict_answers, qa_pairs
 from mmcore.training.loop import select_device
@@ -31,8 +32,6 @@ from mmcore.training.loop import select_device
 
 def _scenes(raw: Path) -> dict[str, list[dict]]:
     """Sample id -> the shapes of its scene, from the synthetic annotations."""
-    from mmcore.data.records import ANNOTATIONS
-
     scenes = {}
     with open(raw / ANNOTATIONS, encoding="utf-8") as fh:
         for line in fh:

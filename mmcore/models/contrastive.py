@@ -65,10 +65,12 @@ class DualEncoder(nn.Module):
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(self.text_encoder(ids)), dim=-1)
 
+    def logit_scale(self) -> torch.Tensor:
+        """The learned inverse temperature, clamped as CLIP does: a scale above 100 makes the softmax unstable."""
+        return self.log_scale.clamp(max=math.log(100.0)).exp()
+
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> ContrastiveOutput:
-        # Clamp as CLIP does: a scale above 100 makes the softmax unstable.
-        scale = self.log_scale.clamp(max=math.log(100.0)).exp()
-        return ContrastiveOutput(self.encode_image(images).embedding, self.encode_text(ids), scale)
+        return ContrastiveOutput(self.encode_image(images).embedding, self.encode_text(ids), self.logit_scale())
 
 
 def build_text_encoder(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0,

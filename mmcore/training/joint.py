@@ -17,7 +17,6 @@ the encoder is what the stage writes, and the heads stage trains its own heads o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -68,7 +67,7 @@ def pretrain_joint(train: SampleSet, val: SampleSet, enc_cfg: EncoderConfig, cfg
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, captions, owner, q, y = batch
         feats = encoder.encode_image(images)
-        scale = encoder.log_scale.clamp(max=math.log(100.0)).exp()  # as DualEncoder.forward
+        scale = encoder.logit_scale()
         terms = contrastive_loss(feats.embedding, encoder.encode_text(captions), scale)
         contrastive = terms.pop("loss")
         if len(q):
